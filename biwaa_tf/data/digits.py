@@ -1,0 +1,110 @@
+"""The built-in demo domains: scikit-learn's 8x8 digits, split into two halves.
+
+* ``digits_source``: one half, upsampled to 32x32, balanced as it ships.
+* ``digits_target``: the other half with a visible domain shift (inverted
+  contrast, thickened strokes, a small rotation) and a long-tailed class
+  distribution (class k kept with fraction ``TAIL ** (k / 9)``).
+
+Written once as PNG files plus list files under the cache directory
+(``$BIWAA_TF_DATA``, default ``~/.cache/biwaa_tf``); flags name them as
+``builtin:digits_source`` and ``builtin:digits_target``.
+"""
+
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from biwaa_tf.errors import UserError
+
+BUILTIN_PREFIX = "builtin:"
+NAMES = ("digits_source", "digits_target")
+TAIL = 0.15
+SIZE = 32
+VERSION = "v1"
+
+
+def cache_dir():
+  return os.environ.get("BIWAA_TF_DATA", os.path.join(os.path.expanduser("~"), ".cache",
+                                                      "biwaa_tf"))
+
+
+def _upsample(images8):
+  """N x 8 x 8 in [0, 16] -> N x 32 x 32 uint8 (bilinear)."""
+  import tensorflow as tf
+  x = tf.constant(images8[..., None] / 16.0 * 255.0, tf.float32)
+  return tf.image.resize(x, [SIZE, SIZE], method="bilinear")[..., 0].numpy()
+
+
+def _shift(images, rng):
+  """Target shift: thicker strokes (3x3 max filter), rotation, inverted contrast."""
+  import tensorflow as tf
+  padded = np.pad(images, ((0, 0), (1, 1), (1, 1)))
+  thick = np.max([padded[:, dy:dy + SIZE, dx:dx + SIZE] for dy in range(3) for dx in range(3)],
+                 axis=0)
+  angles = rng.uniform(-0.35, 0.35, size=len(images))
+  rotated = []
+  for img, a in zip(thick, angles):
+    c, s = np.cos(a), np.sin(a)
+    h = SIZE / 2.0
+    # Inverse map for ImageProjectiveTransformV3 (output -> input coordinates).
+    transform = [c, -s, h - c * h + s * h, s, c, h - s * h - c * h, 0.0, 0.0]
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.constant(img[None, :, :, None], tf.float32),
+        transforms=tf.constant([transform], tf.float32),
+        output_shape=tf.constant([SIZE, SIZE]), fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="CONSTANT")
+    rotated.append(out.numpy()[0, :, :, 0])
+  return 255.0 - np.clip(np.stack(rotated), 0, 255)
+
+
+def _write_domain(root, name, images, labels):
+  import tensorflow as tf
+  lines = []
+  for i, (img, y) in enumerate(zip(images, labels)):
+    rel = f"{name}/{int(y)}/{i:05d}.png"
+    os.makedirs(os.path.join(root, os.path.dirname(rel)), exist_ok=True)
+    png = tf.io.encode_png(np.clip(img, 0, 255).astype(np.uint8)[:, :, None]).numpy()
+    with open(os.path.join(root, rel), "wb") as f:
+      f.write(png)
+    lines.append(f"{rel} {int(y)}")
+  with open(os.path.join(root, f"{name}.txt"), "w", encoding="utf-8") as f:
+    f.write("\n".join(lines) + "\n")
+
+
+def build(root, seed=0):
+  """Writes both domains under `root` (atomically: a temp dir renamed at the end)."""
+  try:
+    from sklearn.datasets import load_digits
+  except ImportError:
+    raise UserError("the built-in digits need scikit-learn: pip install -e '.[demo]'") from None
+  digits = load_digits()
+  rng = np.random.default_rng(seed)
+  order = rng.permutation(len(digits.target))
+  half = len(order) // 2
+  src, tgt = order[:half], order[half:]
+  keep = rng.random(len(tgt)) < TAIL ** (digits.target[tgt] / 9.0)
+  tgt = tgt[keep]
+  parent = os.path.dirname(root)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(dir=parent, prefix=".digits-")
+  try:
+    _write_domain(tmp, NAMES[0], _upsample(digits.images[src]), digits.target[src])
+    _write_domain(tmp, NAMES[1], _shift(_upsample(digits.images[tgt]), rng), digits.target[tgt])
+    os.replace(tmp, root)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+
+
+def resolve(spec):
+  """'builtin:digits_source' -> path of its list file (built on first use)."""
+  name = spec[len(BUILTIN_PREFIX):]
+  if name not in NAMES:
+    raise UserError(f"{spec}: unknown built-in dataset; choose from "
+                    f"{', '.join(BUILTIN_PREFIX + n for n in NAMES)}")
+  root = os.path.join(cache_dir(), f"digits-{VERSION}")
+  if not os.path.exists(os.path.join(root, f"{name}.txt")):
+    build(root)
+  return os.path.join(root, f"{name}.txt")

@@ -1,0 +1,225 @@
+"""Datasets as (paths, labels, class names): list files or class-subfolder dirs.
+
+A list file has one ``relative/path label`` a line (paths under ``data_root``;
+a path may contain spaces, the label is the last field). A target list may omit
+all labels (unlabelled target). A directory holds one sub-folder per class;
+the sorted folder names give the class indices.
+
+Lists given by a bare name such as ``office31/amazon.txt`` that do not exist
+relative to the working directory are looked up among the benchmark lists that
+ship inside the package (``biwaa_tf/lists``).
+"""
+
+import concurrent.futures
+import dataclasses
+import os
+
+import numpy as np
+
+from biwaa_tf.data import digits
+from biwaa_tf.errors import UserError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+SHIPPED_LISTS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "lists")
+UNLABELLED = -1
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageList:
+  """An ordered image dataset. labels[i] == -1 where the label is unknown."""
+  name: str
+  paths: tuple
+  labels: np.ndarray
+  class_names: tuple
+
+  @property
+  def size(self):
+    return len(self.paths)
+
+  @property
+  def labelled(self):
+    return bool(self.size) and bool(np.all(self.labels >= 0))
+
+  def subset(self, keep):
+    keep = np.asarray(keep, dtype=bool)
+    return dataclasses.replace(
+        self, paths=tuple(p for p, k in zip(self.paths, keep) if k),
+        labels=self.labels[keep])
+
+
+def resolve_list_path(spec):
+  """The list file or directory `spec` names, trying the shipped lists last."""
+  if os.path.exists(spec):
+    return spec
+  shipped = os.path.join(SHIPPED_LISTS, spec)
+  if os.path.exists(shipped):
+    return shipped
+  raise UserError(f"{spec}: no such list file or directory")
+
+
+def _class_names_from_paths(paths, labels, num_classes):
+  """Each label's parent folder name when all its files agree, else 'class_<k>'."""
+  names = {}
+  for p, y in zip(paths, labels):
+    folder = os.path.basename(os.path.dirname(p))
+    names.setdefault(int(y), set()).add(folder)
+  result = []
+  for k in range(num_classes):
+    folders = names.get(k, set())
+    result.append(folders.pop() if len(folders) == 1 else f"class_{k}")
+  return tuple(result)
+
+
+def read_list_file(list_path, data_root, num_classes=None):
+  """Parses a list file; errors name the file and line."""
+  paths, labels = [], []
+  with open(list_path, encoding="utf-8") as f:
+    lines = f.read().splitlines()
+  for lineno, line in enumerate(lines, 1):
+    line = line.strip()
+    if not line or line.startswith("#"):
+      continue
+    fields = line.rsplit(maxsplit=1)
+    label = UNLABELLED
+    if len(fields) == 2 and _is_int(fields[1]):
+      rel, label = fields[0], int(fields[1])
+      if label < 0:
+        raise UserError(f"{list_path}:{lineno}: negative label {label}")
+      if num_classes is not None and label >= num_classes:
+        raise UserError(f"{list_path}:{lineno}: label {label} is out of range for "
+                        f"{num_classes} classes")
+    elif len(fields) == 2 and _looks_like_label(fields[1]):
+      raise UserError(f"{list_path}:{lineno}: malformed line (label "
+                      f"{fields[1]!r} is not an integer): {line!r}")
+    else:
+      rel = line
+      if not rel.lower().endswith(IMAGE_EXTENSIONS):
+        raise UserError(f"{list_path}:{lineno}: malformed line (expected "
+                        f"'relative/path label'): {line!r}")
+    paths.append(os.path.join(data_root, rel) if data_root else rel)
+    labels.append(label)
+  if not paths:
+    raise UserError(f"{list_path}: the list is empty")
+  labels = np.asarray(labels, dtype=np.int64)
+  known = labels >= 0
+  if known.any() and not known.all():
+    first = int(np.argmin(known))
+    raise UserError(f"{list_path}: line for {paths[first]!r} has no label while "
+                    "others do: label every line or none")
+  k = num_classes if num_classes is not None else (int(labels.max()) + 1 if known.all() else 0)
+  names = _class_names_from_paths(paths, labels, k) if known.all() else tuple(
+      f"class_{i}" for i in range(k))
+  return ImageList(list_path, tuple(paths), labels, names)
+
+
+def _is_int(s):
+  try:
+    int(s)
+    return True
+  except ValueError:
+    return False
+
+
+def _looks_like_label(s):
+  return not s.lower().endswith(IMAGE_EXTENSIONS) and "/" not in s and "." not in s
+
+
+def read_folder(directory):
+  """A class-subfolder directory; sorted folder names give the indices."""
+  classes = sorted(d for d in os.listdir(directory)
+                   if os.path.isdir(os.path.join(directory, d)) and not d.startswith("."))
+  if not classes:
+    raise UserError(f"{directory}: directory has no class sub-folders")
+  paths, labels = [], []
+  for k, name in enumerate(classes):
+    for root, _, files in sorted(os.walk(os.path.join(directory, name))):
+      for fname in sorted(files):
+        if fname.lower().endswith(IMAGE_EXTENSIONS):
+          paths.append(os.path.join(root, fname))
+          labels.append(k)
+  if not paths:
+    raise UserError(f"{directory}: no images ({', '.join(IMAGE_EXTENSIONS)}) in its "
+                    "class folders")
+  return ImageList(directory, tuple(paths), np.asarray(labels, np.int64), tuple(classes))
+
+
+def load_image_list(spec, data_root, num_classes=None):
+  """A list file, a class-subfolder directory or a built-in dataset."""
+  if spec.startswith(digits.BUILTIN_PREFIX):
+    path = digits.resolve(spec)
+    return read_list_file(path, os.path.dirname(path), num_classes)
+  path = resolve_list_path(spec)
+  if os.path.isdir(path):
+    return read_folder(path)
+  return read_list_file(path, data_root, num_classes)
+
+
+# --- Up-front file validation: existence and a header/trailer check. ---
+
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+)
+
+
+def check_image_file(path):
+  """None if `path` looks like a complete image, else the reason (a short phrase)."""
+  try:
+    size = os.path.getsize(path)
+  except OSError:
+    return "file not found"
+  if size == 0:
+    return "empty file"
+  try:
+    with open(path, "rb") as f:
+      head = f.read(16)
+      f.seek(max(0, size - 16))
+      tail = f.read(16)
+  except OSError as e:
+    return f"unreadable ({e.strerror})"
+  kind = next((k for sig, k in _SIGNATURES if head.startswith(sig)), None)
+  if kind is None:
+    return "not an image (unknown header)"
+  if kind == "jpeg" and b"\xff\xd9" not in tail:
+    return "truncated JPEG (no end marker)"
+  if kind == "png" and not tail.endswith(b"IEND\xaeB`\x82"):
+    return "truncated PNG (no IEND chunk)"
+  if kind == "gif" and not tail.endswith(b";"):
+    return "truncated GIF (no trailer)"
+  return None
+
+
+def validate_images(image_list, skip_invalid, workers=16):
+  """Checks every file in parallel; raises on the first bad one or drops them.
+
+  Returns (the list, with bad files removed when skip_invalid, number removed).
+  """
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    reasons = list(pool.map(check_image_file, image_list.paths))
+  bad = [i for i, r in enumerate(reasons) if r is not None]
+  if not bad:
+    return image_list, 0
+  if not skip_invalid:
+    i = bad[0]
+    more = f" (and {len(bad) - 1} more; --skip_invalid_images drops them)" if len(bad) > 1 else ""
+    raise UserError(f"{image_list.paths[i]}: {reasons[i]} (entry {i + 1} of "
+                    f"{image_list.name}){more}")
+  keep = np.ones(image_list.size, bool)
+  keep[bad] = False
+  kept = image_list.subset(keep)
+  if kept.size == 0:
+    raise UserError(f"{image_list.name}: no valid image left after dropping {len(bad)}")
+  return kept, len(bad)
+
+
+def check_same_classes(source, target):
+  """Source and target must describe the same classes (names compared where known)."""
+  if len(target.class_names) != len(source.class_names):
+    raise UserError(f"{source.name} has {len(source.class_names)} classes but "
+                    f"{target.name} has {len(target.class_names)}")
+  for k, (a, b) in enumerate(zip(source.class_names, target.class_names)):
+    if a != b and not a.startswith("class_") and not b.startswith("class_"):
+      raise UserError(f"class {k} is {a!r} in {source.name} but {b!r} in {target.name}")

@@ -1,0 +1,126 @@
+"""tf.data pipelines: balanced source, random or balanced target, evaluation.
+
+Every element carries its sample index. Class balancing uses
+``Dataset.rejection_resample`` on (index, label) pairs, before any file is
+read, so a rejected candidate costs no decoding.
+"""
+
+import dataclasses
+import logging
+
+import numpy as np
+import tensorflow as tf
+
+from biwaa_tf.data import preprocess
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageOptions:
+  resize_size: int
+  image_size: int
+  flip: bool
+  mode: str  # normalisation: caffe | torch | unit
+  ten_crop: bool = False
+
+
+def balanced_target_distribution(labels, num_classes):
+  """Uniform over the classes that occur in `labels` (others dropped).
+
+  Returns (target_dist, initial_dist, dropped classes).
+  """
+  counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+  present = counts > 0
+  target = present / present.sum()
+  initial = counts / counts.sum()
+  return target, initial, np.flatnonzero(~present)
+
+
+def acceptance_probabilities(target, initial):
+  """Rejection sampling: a_k = (t_k / p_k) / max_j (t_j / p_j), 0 where p_k = 0.
+
+  Accepting a candidate of class k (drawn with probability p_k) with
+  probability a_k yields class frequencies proportional to t_k.
+  """
+  ratio = np.divide(target, initial, out=np.zeros_like(target, dtype=np.float64),
+                    where=initial > 0)
+  return ratio / ratio.max()
+
+
+def index_stream(labels, seed, balance_labels=None, num_classes=None):
+  """Infinite shuffled dataset of (index, label); class-balanced if asked.
+
+  `balance_labels` (N ints) are the labels to balance by (true labels for the
+  source, pseudo- or oracle labels for the target); None loads uniformly.
+
+  Balancing is rejection resampling of (index, label) pairs before any file is
+  read, as ``Dataset.rejection_resample`` does with a known initial
+  distribution, but with a stateless uniform draw per candidate (seeded by its
+  position in the stream), so that the iterator can be checkpointed (TF cannot
+  serialise rejection_resample's stateful RNG) and a resumed run draws the
+  same candidates.
+  """
+  n = len(labels)
+  by = np.asarray(labels if balance_labels is None else balance_labels, np.int64)
+  ds = tf.data.Dataset.from_tensor_slices((np.arange(n, dtype=np.int64), by))
+  ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat()
+  if balance_labels is None:
+    return ds
+  target, initial, dropped = balanced_target_distribution(by, num_classes)
+  if len(dropped):
+    logging.warning("class-balanced loading: %d class(es) have no sample and are "
+                    "dropped: %s", len(dropped), dropped.tolist())
+  accept = tf.constant(acceptance_probabilities(target, initial), tf.float32)
+  base = tf.constant([seed, 1], tf.int64)
+
+  def keep(position, element):
+    draw = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(
+        base, position))
+    return draw < tf.gather(accept, element[1])
+  return ds.enumerate().filter(keep).map(lambda position, element: element)
+
+
+def train_dataset(image_list, opts, batch_size, seed, balance_labels=None, num_classes=None):
+  """Batches of (images, labels, indices), infinite.
+
+  Augmentation is stateless, seeded by the element's position in the stream,
+  so a resumed iterator reproduces the same crops.
+  """
+  paths = tf.constant(list(image_list.paths))
+  labels = tf.constant(image_list.labels)
+  base = tf.constant([seed, 0], tf.int64)
+
+  def load(position, element):
+    index = element[0]
+    image = preprocess.decode(tf.gather(paths, index))
+    view = preprocess.train_view(
+        image, opts.resize_size, opts.image_size, opts.flip, opts.mode,
+        tf.random.experimental.stateless_fold_in(base, position))
+    return view, tf.gather(labels, index), index
+
+  ds = index_stream(image_list.labels, seed, balance_labels, num_classes).enumerate()
+  ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+  ds = ds.ignore_errors(log_warning=True)
+  return ds.batch(batch_size, drop_remainder=True)
+
+
+def training_pairs(source, target, opts, batch_size, seed, target_balance=None,
+                   num_classes=None):
+  """Zipped ((x_s, y_s), (x_t, index_t, y_t)) batches; y_t is -1 when unknown."""
+  src = train_dataset(source, opts, batch_size, seed, source.labels, num_classes)
+  tgt = train_dataset(target, opts, batch_size, seed + 1, target_balance, num_classes)
+  ds = tf.data.Dataset.zip(src.map(lambda x, y, i: (x, y)), tgt.map(lambda x, y, i: (x, i, y)))
+  return ds.prefetch(AUTOTUNE)
+
+
+def eval_dataset(image_list, opts, batch_size):
+  """Finite, in list order: batches of images (B x S x S x 3, or B x 10 x ... )."""
+  paths = tf.constant(list(image_list.paths))
+  view = preprocess.ten_crop if opts.ten_crop else preprocess.eval_view
+
+  def load(path):
+    return view(preprocess.decode(path), opts.resize_size, opts.image_size, opts.mode)
+  ds = tf.data.Dataset.from_tensor_slices(paths)
+  ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+  return ds.batch(batch_size).prefetch(AUTOTUNE)

@@ -1,0 +1,74 @@
+"""Entry point: python -m biwaa_tf.main --flagfile=configs/oh_c2p.flags [--flag=value ...]
+
+Parses the flags, then hands over to the iterative training. Bad flags or data
+end with a one-line ``error:`` message and exit status 2.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import flags  # noqa: E402
+
+from biwaa_tf import flags as biwaa_flags  # noqa: E402
+from biwaa_tf.errors import UserError  # noqa: E402
+
+FLAGS = flags.FLAGS
+biwaa_flags.define_flags()
+
+USAGE = """BIWAA unsupervised domain adaptation (Westfechtel et al., WACV 2023).
+
+usage: python -m biwaa_tf.main --flagfile=configs/TASK.flags [--flag=value ...]
+       python -m biwaa_tf.main --source=SRC --target=TGT --model_dir=OUT [...]
+"""
+
+
+def parse(argv):
+  """Parses argv into FLAGS; returns an exit status, or None to go on."""
+  if any(a in ("-h", "--help", "-help", "--helpfull", "--helpshort") for a in argv[1:]):
+    print(USAGE)
+    print(FLAGS.module_help(biwaa_flags))
+    return 0
+  try:
+    rest = FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {e}".splitlines()[0], file=sys.stderr)
+    return 2
+  if len(rest) > 1:
+    print(f"error: unexpected argument {rest[1]!r} (flags look like --name=value)",
+          file=sys.stderr)
+    return 2
+  return None
+
+
+def run(argv=None):
+  """The command line; returns the exit status."""
+  argv = list(sys.argv if argv is None else argv)
+  status = parse(argv)
+  if status is not None:
+    return status
+  import logging
+
+  from biwaa_tf.train import iterative
+  logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(message)s")
+  try:
+    cfg = biwaa_flags.config_from_flags(FLAGS)
+    if cfg.deterministic:
+      import tensorflow as tf
+      tf.config.experimental.enable_op_determinism()
+    summary = iterative.train(cfg)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print("interrupted: re-run the same command to resume from the last checkpoint",
+          file=sys.stderr)
+    return 130
+  print(iterative.format_table(summary))
+  print(f"results: {os.path.join(cfg.model_dir, iterative.RESULTS_FILE)}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(run())

@@ -1,0 +1,58 @@
+"""Backbone registry: name -> builder returning (keras.Model, normalisation mode).
+
+Each backbone maps S x S x 3 images to a pooled feature vector G_f(x).
+"""
+
+import os
+
+import keras
+
+from biwaa_tf.errors import UserError
+
+
+def resnet50(image_size, weights):
+  """ImageNet ResNet-50, global-average pooled (2048-d); Keras' "caffe" inputs."""
+  keras_weights = "imagenet" if weights == "imagenet" else None
+  model = keras.applications.ResNet50(include_top=False, weights=keras_weights,
+                                      input_shape=(image_size, image_size, 3), pooling="avg")
+  if weights not in ("imagenet", "none"):
+    _load_file(model, weights)
+  return model, "caffe"
+
+
+def lenet(image_size, weights):
+  """The DANN paper's digits network: conv5-32, pool, conv5-48, pool, fc 500."""
+  model = keras.Sequential([
+      keras.Input((image_size, image_size, 3)),
+      keras.layers.Conv2D(32, 5, activation="relu"),
+      keras.layers.MaxPooling2D(2),
+      keras.layers.Conv2D(48, 5, activation="relu"),
+      keras.layers.MaxPooling2D(2),
+      keras.layers.Flatten(),
+      keras.layers.Dense(500, activation="relu"),
+  ], name="lenet")
+  if weights == "imagenet":
+    raise UserError("--backbone_weights=imagenet: lenet has no ImageNet weights; "
+                    "use none or a weights file")
+  if weights != "none":
+    _load_file(model, weights)
+  return model, "unit"
+
+
+def _load_file(model, path):
+  if not os.path.isfile(path):
+    raise UserError(f"--backbone_weights={path}: no such file")
+  try:
+    model.load_weights(path)
+  except Exception as e:  # noqa: BLE001  (any loader failure is the file's fault)
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise UserError(f"--backbone_weights={path}: cannot load: {first}") from None
+
+
+BACKBONES = {"resnet50": resnet50, "lenet": lenet}
+
+
+def build_backbone(name, image_size, weights):
+  if name not in BACKBONES:
+    raise UserError(f"--backbone={name}: unknown; choose from {sorted(BACKBONES)}")
+  return BACKBONES[name](image_size, weights)

@@ -1,0 +1,201 @@
+"""The BIWAA model: inference path in call(), one BIWAA step in train_step()."""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from biwaa_tf.model import losses
+from biwaa_tf.model.grl import gradient_reversal
+from biwaa_tf.train import aggregation, schedules
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodConfig:
+  """What the step computes (derived from the flags, see flags.py)."""
+  num_classes: int
+  num_target: int
+  adversarial: bool = True          # DANN branch (off for source_only)
+  feature_weighting: bool = True    # backprop-induced weighting of f
+  ms_loss: bool = True              # moving-semantic (centroid) loss
+  weighting_factor: float = 10.0    # lambda
+  paper_loss: bool = False          # eq. form: sigma(i) on L_d and on all of L_MS
+  grl_ramp_steps: float = schedules.GRL_RAMP_STEPS
+  centroid_decay: float = 0.7
+  within_run_aggregation: bool = True
+  within_run_momentum: float = 0.9
+  bootstrap_steps: int = 500
+  weight_decay: float = 1e-3        # coupled L2 (added to the gradient)
+  bottleneck_dim: int = 256
+
+
+def _xavier_dense(units, name, activation=None):
+  return keras.layers.Dense(units, activation=activation, name=name,
+                            kernel_initializer="glorot_normal", bias_initializer="zeros")
+
+
+def build_discriminator(seed=None):
+  """G_d: 256 -> 1024 -> 1024 -> 1 logit, ReLU and dropout 0.5 between."""
+  return keras.Sequential([
+      _xavier_dense(1024, "d1", "relu"), keras.layers.Dropout(0.5, seed=seed),
+      _xavier_dense(1024, "d2", "relu"), keras.layers.Dropout(0.5, seed=seed),
+      _xavier_dense(1, "d_out"),
+  ], name="discriminator")
+
+
+class BIWAAModel(keras.Model):
+  """G_c(bottleneck(G_f(x))) with the adversarial branch used only in training.
+
+  State kept across steps (non-trainable variables, checkpointed):
+    step                         the global step i of the run
+    source/target_centroids      the moving centroid memories C_s, C_t (K x D)
+    agg_table, agg_seen          within-run aggregated target probabilities
+    prev_aggregate, has_prev     the across-run aggregate from earlier runs
+    target_labels                true target labels (-1 unknown): diagnostics only
+  """
+
+  def __init__(self, backbone, config, backbone_optimizer=None, head_optimizer=None,
+               seed=None, **kwargs):
+    super().__init__(**kwargs)
+    self.config = c = config
+    self.backbone = backbone
+    self.bottleneck = _xavier_dense(c.bottleneck_dim, "bottleneck")
+    self.classifier = _xavier_dense(c.num_classes, "classifier")
+    self.discriminator = build_discriminator(seed)
+    self.backbone_optimizer = backbone_optimizer
+    self.head_optimizer = head_optimizer
+    k, d, n = c.num_classes, c.bottleneck_dim, max(c.num_target, 1)
+    state = dict(trainable=False)
+    self.step = tf.Variable(0, dtype=tf.int64, name="step", **state)
+    self.source_centroids = tf.Variable(tf.zeros([k, d]), name="source_centroids", **state)
+    self.target_centroids = tf.Variable(tf.zeros([k, d]), name="target_centroids", **state)
+    self.agg_table = tf.Variable(tf.zeros([n, k]), name="agg_table", **state)
+    self.agg_seen = tf.Variable(tf.zeros([n], tf.bool), name="agg_seen", **state)
+    self.prev_aggregate = tf.Variable(tf.zeros([n, k]), name="prev_aggregate", **state)
+    self.has_prev = tf.Variable(False, name="has_prev", **state)
+    self.target_labels = tf.Variable(-tf.ones([n], tf.int64), name="target_labels", **state)
+
+  # ----- inference -----
+  def features(self, x, training=False):
+    return self.bottleneck(self.backbone(x, training=training), training=training)
+
+  def call(self, x, training=False):
+    """Images -> class logits (the inference path; no discriminator)."""
+    return self.classifier(self.features(x, training=training), training=training)
+
+  def build_all(self, image_size):
+    x = tf.zeros([2, image_size, image_size, 3])
+    f = self.features(x)
+    self.classifier(f)
+    self.discriminator(f)
+    for opt, variables in self._optimizer_groups():
+      opt.build(variables)
+
+  # ----- training -----
+  def train_step(self, data):
+    """One BIWAA step (Algorithm 1, lines 6-27)."""
+    (x_s, y_s), (x_t, idx_t, y_t_true) = data
+    c = self.config
+    coeff = schedules.grl_coefficient(self.step, c.grl_ramp_steps)
+    with tf.GradientTape() as tape:
+      f_s, logits_s, f_t, logits_t = self.forward(x_s, x_t)             # line 8
+      loss_cls = losses.cross_entropy(logits_s, y_s)                      # line 18
+      total, logs = loss_cls, {"loss_cls": loss_cls}
+      if c.adversarial:
+        y_t = self.target_pseudo_labels(idx_t, logits_t)                  # lines 9-12
+        if c.ms_loss:                                                     # lines 13-16
+          loss_ms, terms, centroids = self.semantic_loss(f_s, y_s, f_t, y_t, coeff)
+          total += loss_ms
+          logs.update(loss_ms=loss_ms, **{f"ms_{k}": v for k, v in terms.items()})
+        loss_adv, disc_acc = self.adversarial_loss(f_s, y_s, f_t, y_t, coeff)  # 17-24
+        total += loss_adv
+        logs.update(loss_adv=loss_adv, disc_acc=disc_acc,
+                    pseudo_acc=self.pseudo_label_accuracy(y_t, y_t_true))
+    self.apply_losses(tape, total)                                        # line 27
+    if c.adversarial and c.ms_loss:
+      self.source_centroids.assign(centroids[0])
+      self.target_centroids.assign(centroids[1])
+    self.step.assign_add(1)
+    logs.update(loss=total, grl_coeff=coeff, lr=self.backbone_optimizer.learning_rate)
+    return logs
+
+  def forward(self, x_s, x_t):
+    """Source and target through G_f and the bottleneck in one batch, then G_c."""
+    if not self.config.adversarial:
+      f_s = self.features(x_s, training=True)
+      return f_s, self.classifier(f_s, training=True), None, None
+    f = self.features(tf.concat([x_s, x_t], 0), training=True)
+    logits = self.classifier(f, training=True)
+    b = tf.shape(x_s)[0]
+    return f[:b], logits[:b], f[b:], logits[b:]
+
+  def target_pseudo_labels(self, idx_t, logits_t):
+    """y~_t: softmax, within-run aggregate (table update), bootstrap, argmax."""
+    c = self.config
+    p = tf.stop_gradient(tf.nn.softmax(logits_t))
+    if c.within_run_aggregation:
+      p = aggregation.within_run_update(self.agg_table, self.agg_seen, idx_t, p,
+                                        c.within_run_momentum)
+      self.agg_table.scatter_nd_update(idx_t[:, None], p)
+      self.agg_seen.scatter_nd_update(idx_t[:, None], tf.ones_like(idx_t, tf.bool))
+    if c.bootstrap_steps > 0:
+      u = schedules.bootstrap_weight(self.step, c.bootstrap_steps)
+      u = tf.where(self.has_prev, u, 1.0)
+      p = aggregation.bootstrap_mix(p, tf.gather(self.prev_aggregate, idx_t), u)
+    return tf.argmax(p, axis=1, output_type=tf.int64)
+
+  def semantic_loss(self, f_s, y_s, f_t, y_t, coeff):
+    """Moving-centroid loss on the unweighted features; also the new memories."""
+    c = self.config
+    new_s = losses.update_centroids(self.source_centroids, f_s, y_s, c.num_classes,
+                                    c.centroid_decay)
+    new_t = losses.update_centroids(self.target_centroids, f_t, y_t, c.num_classes,
+                                    c.centroid_decay)
+    terms = losses.centroid_loss_terms(new_s, new_t)
+    return losses.combine_centroid_loss(terms, coeff, c.paper_loss), terms, (new_s, new_t)
+
+  def adversarial_loss(self, f_s, y_s, f_t, y_t, coeff):
+    """L_d = BCE(G_d(GRL(f * w)), d), w the backprop-induced weights (eq. 6-8)."""
+    c = self.config
+    f = tf.concat([f_s, f_t], 0)
+    if c.feature_weighting:
+      # One joint pass: the per-sample L2 normalisation cancels the batch-mean
+      # factor, so this equals the two per-domain passes of the reference.
+      w = losses.feature_weights(f, tf.concat([y_s, y_t], 0), self.classifier,
+                                 c.weighting_factor)
+      f = f * w
+    reversal = 1.0 if c.paper_loss else coeff
+    d_logits = self.discriminator(gradient_reversal(f, reversal), training=True)[:, 0]
+    b = tf.shape(f_s)[0]
+    d = tf.concat([tf.ones([b]), tf.zeros([tf.shape(f_t)[0]])], 0)
+    loss = losses.domain_adversarial_loss(d_logits, d)
+    if c.paper_loss:
+      loss = coeff * loss
+    acc = tf.reduce_mean(tf.cast(tf.equal(tf.cast(d_logits > 0, tf.float32), d), tf.float32))
+    return loss, acc
+
+  def pseudo_label_accuracy(self, y_t, y_true):
+    """Agreement of y~_t with the true target labels where known (diagnostic)."""
+    known = y_true >= 0
+    hits = tf.cast(tf.logical_and(known, tf.equal(y_t, y_true)), tf.float32)
+    return tf.math.divide_no_nan(tf.reduce_sum(hits), tf.reduce_sum(tf.cast(known, tf.float32)))
+
+  # ----- optimisation -----
+  def _optimizer_groups(self):
+    head = (self.bottleneck.trainable_variables + self.classifier.trainable_variables
+            + self.discriminator.trainable_variables)
+    return ((self.backbone_optimizer, self.backbone.trainable_variables),
+            (self.head_optimizer, head))
+
+  def apply_losses(self, tape, total):
+    """SGD step per layer group (10x lr on new layers), coupled weight decay."""
+    groups = self._optimizer_groups()
+    all_vars = [v for _, vs in groups for v in vs]
+    grads = tape.gradient(total, all_vars)
+    start = 0
+    for opt, variables in groups:
+      g = grads[start:start + len(variables)]
+      start += len(variables)
+      pairs = [(gi + self.config.weight_decay * v if gi is not None else None, v)
+               for gi, v in zip(g, variables)]
+      opt.apply_gradients([(gi, v) for gi, v in pairs if gi is not None])

@@ -1,0 +1,149 @@
+"""BIWAA-I: R runs, each loading the target class-balanced by earlier runs' predictions.
+
+Resume order (re-running the same command on the same model_dir):
+  1. model_dir/flags.txt must match the resolved flags (else refuse, or --overwrite).
+  2. A run whose run_<r>/run_result.json exists is complete: it is never recomputed;
+     its target_probs.npy feeds the across-run aggregate.
+  3. The first incomplete run restores run_<r>/ckpt (weights, both optimizers, step,
+     centroid memories, aggregation tables, input iterator) and continues.
+"""
+
+import logging
+import os
+import shutil
+
+import numpy as np
+
+from biwaa_tf import io_utils
+from biwaa_tf.data import lists
+from biwaa_tf.errors import UserError
+from biwaa_tf.flags import resolved_flags_text
+from biwaa_tf.model.backbones import BACKBONES
+from biwaa_tf.train import aggregation, run as run_lib
+
+FLAGS_FILE = "flags.txt"
+RESULTS_FILE = "results.json"
+# Flags that do not change what is trained: a resumed command may differ in them.
+_RESUME_FREE = ("runs", "overwrite", "progress", "log_every", "checkpoint_every",
+                "eval_batch_size")
+NORMALIZATION = {"resnet50": "caffe", "lenet": "unit"}
+
+
+def prepare_data(cfg):
+  """Reads and validates the three datasets; writes nothing."""
+  if cfg.backbone not in BACKBONES:
+    raise UserError(f"--backbone={cfg.backbone}: unknown; choose from {sorted(BACKBONES)}")
+  source = lists.load_image_list(cfg.source, cfg.data_root)
+  if not source.labelled:
+    raise UserError(f"{source.name}: the source needs a label on every line")
+  k = len(source.class_names)
+  target = lists.load_image_list(cfg.target, cfg.data_root, k)
+  lists.check_same_classes(source, target)
+  target_eval = target
+  if cfg.target_eval != cfg.target:
+    target_eval = lists.load_image_list(cfg.target_eval, cfg.data_root, k)
+    lists.check_same_classes(source, target_eval)
+  checked = []
+  for ds in (source, target, target_eval):
+    if checked and ds is target_eval and target_eval is target:
+      checked.append(checked[-1])
+      continue
+    kept, dropped = lists.validate_images(ds, cfg.skip_invalid_images)
+    if dropped:
+      logging.warning("%s: dropped %d invalid image(s)", ds.name, dropped)
+    checked.append(kept)
+  source, target, target_eval = checked
+  if cfg.balanced_target == "oracle" and not target.labelled:
+    raise UserError(f"--balanced_target=oracle needs labels in {target.name}")
+  return run_lib.Domains(source, target, target_eval, source.class_names,
+                         NORMALIZATION[cfg.backbone])
+
+
+def _comparable(text):
+  return "\n".join(line for line in text.splitlines()
+                   if line.lstrip("-").removeprefix("no").split("=")[0] not in _RESUME_FREE)
+
+
+def prepare_model_dir(cfg, domains):
+  """Creates model_dir, or checks that it holds this same training."""
+  flags_text = resolved_flags_text(cfg)
+  path = os.path.join(cfg.model_dir, FLAGS_FILE)
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      old = f.read()
+    if _comparable(old) != _comparable(flags_text):
+      if not cfg.overwrite:
+        changed = sorted(set(_comparable(flags_text).splitlines())
+                         ^ set(_comparable(old).splitlines()))
+        raise UserError(f"{cfg.model_dir} holds a training with different flags "
+                        f"({', '.join(changed[:4])}); use another --model_dir or --overwrite")
+      shutil.rmtree(cfg.model_dir)
+  elif os.path.isdir(cfg.model_dir) and os.listdir(cfg.model_dir) and not cfg.overwrite:
+    raise UserError(f"--model_dir={cfg.model_dir}: exists, is not empty and holds no "
+                    f"{FLAGS_FILE}; use another --model_dir or --overwrite")
+  os.makedirs(cfg.model_dir, exist_ok=True)
+  io_utils.atomic_write_text(path, flags_text)
+  io_utils.atomic_write_json(os.path.join(cfg.model_dir, "class_names.json"),
+                             list(domains.class_names))
+
+
+def target_balance_labels(cfg, domains, aggregate):
+  """The labels the next run's target loader balances by (None: random loading)."""
+  if cfg.balanced_target == "oracle":
+    return domains.target.labels
+  if cfg.balanced_target == "none" or aggregate is None:
+    return None
+  return np.argmax(aggregate, axis=1).astype(np.int64)
+
+
+def earlier_aggregate(cfg, run_dirs):
+  """Across-run aggregate of the saved target predictions of the given runs."""
+  if not run_dirs:
+    return None
+  probs = [np.load(os.path.join(d, run_lib.TARGET_PROBS)) for d in run_dirs]
+  if not cfg.across_run_aggregation:
+    probs = probs[-1:]
+  return aggregation.across_run_aggregate(probs, cfg.across_run_decay)
+
+
+def train(cfg):
+  """Trains cfg.runs runs (resuming), writes results.json, returns it."""
+  domains = prepare_data(cfg)
+  prepare_model_dir(cfg, domains)
+  logging.info("source %s: %d images; target %s: %d; eval %s: %d; %d classes",
+               domains.source.name, domains.source.size, domains.target.name,
+               domains.target.size, domains.target_eval.name, domains.target_eval.size,
+               domains.num_classes)
+  results, run_dirs = [], []
+  for r in range(cfg.runs):
+    run_dir = os.path.join(cfg.model_dir, f"run_{r}")
+    done = os.path.join(run_dir, run_lib.RESULT_FILE)
+    if os.path.exists(done):
+      result = io_utils.read_json(done)
+      logging.info("run %d: complete, accuracy %s (skipped)", r, result.get("accuracy"))
+    else:
+      agg = earlier_aggregate(cfg, run_dirs)
+      result = run_lib.train_run(cfg, domains, r, run_dir, agg,
+                                 target_balance_labels(cfg, domains, agg))
+    results.append(result)
+    run_dirs.append(run_dir)
+  final = results[-1]
+  summary = {"runs": results, "final_accuracy": final["accuracy"],
+             "final_per_class_accuracy": final["per_class_accuracy"],
+             "method": cfg.method, "num_classes": domains.num_classes}
+  io_utils.atomic_write_json(os.path.join(cfg.model_dir, RESULTS_FILE), summary)
+  return summary
+
+
+def format_table(summary):
+  """The per-run results as an aligned text table."""
+  def pct(v):
+    return "  n/a " if v is None else f"{100 * v:6.2f}"
+  rows = ["run  accuracy  per-class  hist-TV"]
+  for r in summary["runs"]:
+    tv = r.get("histogram_tv_distance")
+    rows.append(f"{r['run']:>3}  {pct(r['accuracy'])}    {pct(r['per_class_accuracy'])}"
+                f"    {'  n/a' if tv is None else f'{tv:.3f}'}")
+  rows.append(f"final {pct(summary['final_accuracy'])}    "
+              f"{pct(summary['final_per_class_accuracy'])}   (%)")
+  return "\n".join(rows)

@@ -1,0 +1,168 @@
+"""One training run: build, (resume,) train steps with checkpoints, evaluate, save."""
+
+import dataclasses
+import logging
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from biwaa_tf import io_utils
+from biwaa_tf.data import pipeline
+from biwaa_tf.errors import UserError
+from biwaa_tf.model import backbones
+from biwaa_tf.model.biwaa import BIWAAModel, MethodConfig
+from biwaa_tf.train import metrics, schedules
+
+RESULT_FILE = "run_result.json"
+TARGET_PROBS = "target_probs.npy"
+EVAL_PROBS = "eval_probs.npy"
+
+
+class NonFiniteLoss(UserError):
+  """Training produced a NaN or infinite loss."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Domains:
+  """The validated datasets of a training (see iterative.prepare_data)."""
+  source: object
+  target: object
+  target_eval: object
+  class_names: tuple
+  normalization: str
+
+  @property
+  def num_classes(self):
+    return len(self.class_names)
+
+
+def image_options(cfg, normalization, ten_crop=False):
+  return pipeline.ImageOptions(cfg.resize_size, cfg.image_size, cfg.random_flip,
+                               normalization, ten_crop)
+
+
+def method_config(cfg, domains):
+  return MethodConfig(
+      num_classes=domains.num_classes, num_target=domains.target.size,
+      adversarial=cfg.adversarial, feature_weighting=cfg.feature_weighting,
+      ms_loss=cfg.ms_loss, weighting_factor=cfg.weighting_factor,
+      paper_loss=cfg.loss_form == "paper", grl_ramp_steps=cfg.grl_ramp_steps,
+      centroid_decay=cfg.centroid_decay, within_run_aggregation=cfg.within_run_aggregation,
+      within_run_momentum=cfg.within_run_momentum, bootstrap_steps=cfg.bootstrap_steps,
+      weight_decay=cfg.weight_decay, bottleneck_dim=cfg.bottleneck_dim)
+
+
+def make_optimizers(cfg):
+  """SGD/Nesterov with the inv schedule: backbone x1, new layers x head_lr_multiplier."""
+  def sgd(multiplier):
+    return keras.optimizers.SGD(schedules.InvSchedule(cfg.lr, multiplier),
+                                momentum=cfg.momentum, nesterov=True)
+  return sgd(1.0), sgd(cfg.head_lr_multiplier)
+
+
+def build_model(cfg, domains, seed):
+  keras.utils.set_random_seed(seed)
+  backbone, _ = backbones.build_backbone(cfg.backbone, cfg.image_size, cfg.backbone_weights)
+  backbone_opt, head_opt = make_optimizers(cfg)
+  model = BIWAAModel(backbone, method_config(cfg, domains), backbone_opt, head_opt, seed=seed)
+  model.build_all(cfg.image_size)
+  return model
+
+
+def predict_probs(model, image_list, opts, batch_size):
+  """N x K softmax in list order (averaged over the 10 crops when enabled)."""
+  @tf.function
+  def infer(x):
+    if opts.ten_crop:
+      b = tf.shape(x)[0]
+      p = tf.nn.softmax(model(tf.reshape(x, [-1, *x.shape[2:]]), training=False))
+      return tf.reduce_mean(tf.reshape(p, [b, 10, -1]), axis=1)
+    return tf.nn.softmax(model(x, training=False))
+  parts = [infer(x).numpy() for x in pipeline.eval_dataset(image_list, opts, batch_size)]
+  return np.concatenate(parts).astype(np.float32)
+
+
+def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=None):
+  """Trains run `run` into `run_dir` (resuming from its checkpoint) and evaluates.
+
+  Returns the run's result dict (also written to run_dir/run_result.json last,
+  which marks the run complete).
+  """
+  seed = cfg.seed + 100 * run
+  model = build_model(cfg, domains, seed)
+  if prev_aggregate is not None:
+    model.prev_aggregate.assign(prev_aggregate)
+    model.has_prev.assign(True)
+  if domains.target.labelled:
+    model.target_labels.assign(domains.target.labels)
+  opts = image_options(cfg, domains.normalization)
+  if balance_labels is not None:
+    hist = np.bincount(balance_labels, minlength=domains.num_classes)
+    logging.info("run %d: target loaded class-balanced by labels with histogram %s",
+                 run, hist.tolist())
+  data = pipeline.training_pairs(domains.source, domains.target, opts, cfg.batch_size, seed,
+                                 balance_labels, domains.num_classes)
+  iterator = iter(data)
+  ckpt = tf.train.Checkpoint(model=model, backbone_optimizer=model.backbone_optimizer,
+                             head_optimizer=model.head_optimizer, data=iterator)
+  manager = tf.train.CheckpointManager(ckpt, os.path.join(run_dir, "ckpt"), max_to_keep=2)
+  if manager.latest_checkpoint:
+    ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    logging.info("run %d: resumed from %s at step %d", run, manager.latest_checkpoint,
+                 int(model.step.numpy()))
+  _train_steps(cfg, model, iterator, manager, run, run_dir)
+  return _evaluate_and_save(cfg, model, domains, run, run_dir)
+
+
+def _train_steps(cfg, model, iterator, manager, run, run_dir):
+  @tf.function
+  def step_fn(it):
+    return model.train_step(next(it))
+
+  start = int(model.step.numpy())
+  writer = tf.summary.create_file_writer(os.path.join(run_dir, "tb"))
+  bar = keras.utils.Progbar(cfg.steps_per_run, verbose=1 if cfg.progress else 0,
+                            stateful_metrics=["grl_coeff", "lr"])
+  shown = ("loss", "loss_cls", "loss_adv", "loss_ms", "disc_acc", "pseudo_acc")
+  if cfg.progress:
+    print(f"run {run}: steps {start} -> {cfg.steps_per_run}", flush=True)
+  for i in range(start, cfg.steps_per_run):
+    logs = {k: float(v) for k, v in step_fn(iterator).items()}
+    if not np.isfinite(logs["loss"]):
+      raise NonFiniteLoss(
+          f"run {run}: non-finite loss ({logs['loss']}) at step {i}; stopped, the last "
+          f"good checkpoint ({manager.latest_checkpoint or 'none'}) is kept. Lower --lr?")
+    step = i + 1
+    bar.update(step, [(k, v) for k, v in logs.items() if k in shown])
+    if step % cfg.log_every == 0 or step == cfg.steps_per_run:
+      with writer.as_default(step=step):
+        for k, v in logs.items():
+          tf.summary.scalar(f"train/{k}", v)
+    if step % cfg.checkpoint_every == 0 or step == cfg.steps_per_run:
+      manager.save(checkpoint_number=step)
+  writer.flush()
+
+
+def _evaluate_and_save(cfg, model, domains, run, run_dir):
+  eval_opts = image_options(cfg, domains.normalization, ten_crop=cfg.ten_crop)
+  target_probs = predict_probs(model, domains.target, eval_opts, cfg.eval_batch_size)
+  io_utils.atomic_save_npy(os.path.join(run_dir, TARGET_PROBS), target_probs)
+  if domains.target_eval is domains.target:
+    eval_probs = target_probs
+  else:
+    eval_probs = predict_probs(model, domains.target_eval, eval_opts, cfg.eval_batch_size)
+    io_utils.atomic_save_npy(os.path.join(run_dir, EVAL_PROBS), eval_probs)
+  result = {"run": run, "steps": cfg.steps_per_run}
+  result.update(metrics.prediction_report(
+      eval_probs, domains.target_eval.labels if domains.target_eval.labelled else None,
+      domains.num_classes))
+  writer = tf.summary.create_file_writer(os.path.join(run_dir, "tb"))
+  with writer.as_default(step=run):
+    for k in ("accuracy", "per_class_accuracy", "histogram_tv_distance"):
+      if result.get(k) is not None:
+        tf.summary.scalar(f"eval/{k}", result[k])
+  writer.flush()
+  io_utils.atomic_write_json(os.path.join(run_dir, RESULT_FILE), result)
+  return result
