@@ -1,8 +1,8 @@
 """The built-in demo domains: scikit-learn's 8x8 digits, split into two halves.
 
 * ``digits_source``: one half, upsampled to 32x32, balanced as it ships.
-* ``digits_target``: the other half with a visible domain shift (inverted
-  contrast, thickened strokes, a small rotation) and a long-tailed class
+* ``digits_target``: the other half with a visible domain shift (thickened
+  strokes, a small rotation, a grey noisy background) and a long-tailed class
   distribution (class k kept with fraction ``TAIL ** (k / 9)``).
 
 Written once as PNG files plus list files under the cache directory
@@ -38,7 +38,7 @@ def _upsample(images8):
 
 
 def _shift(images, rng):
-  """Target shift: thicker strokes (3x3 max filter), rotation, inverted contrast."""
+  """Target shift: thicker strokes (3x3 max filter), rotation, grey noisy background."""
   import tensorflow as tf
   padded = np.pad(images, ((0, 0), (1, 1), (1, 1)))
   thick = np.max([padded[:, dy:dy + SIZE, dx:dx + SIZE] for dy in range(3) for dx in range(3)],
@@ -56,7 +56,10 @@ def _shift(images, rng):
         output_shape=tf.constant([SIZE, SIZE]), fill_value=0.0,
         interpolation="BILINEAR", fill_mode="CONSTANT")
     rotated.append(out.numpy()[0, :, :, 0])
-  return 255.0 - np.clip(np.stack(rotated), 0, 255)
+  rotated = np.clip(np.stack(rotated), 0, 255)
+  # Grey, noisy background and weaker strokes.
+  noise = rng.normal(0.0, 25.0, size=rotated.shape)
+  return np.clip(90.0 + 0.6 * rotated + noise, 0, 255)
 
 
 def _write_domain(root, name, images, labels):

@@ -110,7 +110,11 @@ def training_pairs(source, target, opts, batch_size, seed, target_balance=None,
   """Zipped ((x_s, y_s), (x_t, index_t, y_t)) batches; y_t is -1 when unknown."""
   src = train_dataset(source, opts, batch_size, seed, source.labels, num_classes)
   tgt = train_dataset(target, opts, batch_size, seed + 1, target_balance, num_classes)
-  ds = tf.data.Dataset.zip(src.map(lambda x, y, i: (x, y)), tgt.map(lambda x, y, i: (x, i, y)))
+
+  def pair(s, t):
+    (x_s, y_s, _), (x_t, y_t, i_t) = s, t
+    return (x_s, y_s), (x_t, i_t, y_t)
+  ds = tf.data.Dataset.zip(src, tgt).map(pair)
   return ds.prefetch(AUTOTUNE)
 
 

@@ -43,20 +43,21 @@ def prepare_data(cfg):
   if cfg.target_eval != cfg.target:
     target_eval = lists.load_image_list(cfg.target_eval, cfg.data_root, k)
     lists.check_same_classes(source, target_eval)
-  checked = []
-  for ds in (source, target, target_eval):
-    if checked and ds is target_eval and target_eval is target:
-      checked.append(checked[-1])
-      continue
-    kept, dropped = lists.validate_images(ds, cfg.skip_invalid_images)
-    if dropped:
-      logging.warning("%s: dropped %d invalid image(s)", ds.name, dropped)
-    checked.append(kept)
-  source, target, target_eval = checked
+  source = _validated(source, cfg.skip_invalid_images)
+  same = target_eval is target
+  target = _validated(target, cfg.skip_invalid_images)
+  target_eval = target if same else _validated(target_eval, cfg.skip_invalid_images)
   if cfg.balanced_target == "oracle" and not target.labelled:
     raise UserError(f"--balanced_target=oracle needs labels in {target.name}")
   return run_lib.Domains(source, target, target_eval, source.class_names,
                          NORMALIZATION[cfg.backbone])
+
+
+def _validated(image_list, skip_invalid):
+  kept, dropped = lists.validate_images(image_list, skip_invalid)
+  if dropped:
+    logging.warning("%s: dropped %d invalid image(s)", image_list.name, dropped)
+  return kept
 
 
 def _comparable(text):
