@@ -19,7 +19,8 @@ from biwaa_tf.data import lists
 from biwaa_tf.errors import UserError
 from biwaa_tf.flags import resolved_flags_text
 from biwaa_tf.model.backbones import BACKBONES
-from biwaa_tf.train import aggregation, run as run_lib
+from biwaa_tf.train import aggregation
+from biwaa_tf.train import run as run_lib
 
 FLAGS_FILE = "flags.txt"
 RESULTS_FILE = "results.json"

@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny generated image datasets (no downloads)."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_CLASSES = 3
+
+
+def write_image(path, array, fmt="png"):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  array = np.asarray(array, np.uint8)
+  data = tf.io.encode_png(array) if fmt == "png" else tf.io.encode_jpeg(array)
+  with open(path, "wb") as f:
+    f.write(data.numpy())
+
+
+def class_image(k, rng, size=28, shift=0.0):
+  """Class k: a bright square in one of three places, on noise."""
+  img = rng.uniform(0, 60, size=(size, size, 3)) + shift
+  r0 = 4 + 7 * k
+  img[r0:r0 + 7, 6:20] += 150
+  return np.clip(img, 0, 255)
+
+
+def make_domain(root, name, counts, seed, shift=0.0, fmt="png"):
+  """Writes name/<k>/<i>.png for counts[k] images of class k; returns the list path."""
+  rng = np.random.default_rng(seed)
+  lines = []
+  for k, n in enumerate(counts):
+    for i in range(n):
+      rel = f"{name}/c{k}/{i:03d}.{fmt}"
+      write_image(os.path.join(root, rel), class_image(k, rng, shift=shift), fmt)
+      lines.append(f"{rel} {k}")
+  path = os.path.join(root, f"{name}.txt")
+  with open(path, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  return path
+
+
+@pytest.fixture(scope="session")
+def tiny_domains(tmp_path_factory):
+  """Source (balanced) and target (shifted, imbalanced) list files under one root."""
+  root = str(tmp_path_factory.mktemp("tiny"))
+  src = make_domain(root, "src", [8, 8, 8], seed=1)
+  tgt = make_domain(root, "tgt", [10, 6, 3], seed=2, shift=50.0)
+  return root, src, tgt
+
+
+def tiny_flags(root, src, tgt, model_dir, *extra):
+  return [f"--source={src}", f"--target={tgt}", f"--data_root={root}",
+          "--backbone=lenet", "--backbone_weights=none", "--resize_size=28",
+          "--image_size=28", "--norandom_flip", "--batch_size=6", "--steps_per_run=6",
+          "--checkpoint_every=3", "--lr=0.01", "--noprogress", f"--model_dir={model_dir}",
+          *extra]
+
+
+def run_main(args, env=None, module="biwaa_tf.main", timeout=300):
+  full_env = dict(os.environ, **(env or {}))
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=full_env,
+                        capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,197 @@
+"""List parsing, validation errors, preprocessing and class-balanced loading."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import class_image, make_domain, write_image
+
+from biwaa_tf.data import lists, pipeline, preprocess
+from biwaa_tf.errors import UserError
+
+
+def test_list_file_parsing(tmp_path):
+  p = tmp_path / "l.txt"
+  p.write_text("a/cat/1.jpg 0\n\n# comment\nb b/dog/2.png 1\n")
+  got = lists.read_list_file(str(p), "/data")
+  assert got.paths == ("/data/a/cat/1.jpg", "/data/b b/dog/2.png")
+  np.testing.assert_array_equal(got.labels, [0, 1])
+  assert got.class_names == ("cat", "dog")
+
+
+def test_unlabelled_target_list(tmp_path):
+  p = tmp_path / "l.txt"
+  p.write_text("x/1.jpg\nx/2.jpg\n")
+  got = lists.read_list_file(str(p), "", num_classes=4)
+  assert not got.labelled and len(got.class_names) == 4
+
+
+def test_folder_reading(tmp_path):
+  rng = np.random.default_rng(0)
+  for k, name in enumerate(["b_dog", "a_cat"]):
+    write_image(str(tmp_path / name / "x.png"), class_image(k, rng))
+  got = lists.read_folder(str(tmp_path))
+  assert got.class_names == ("a_cat", "b_dog")
+  assert [os.path.basename(os.path.dirname(p)) for p in got.paths] == ["a_cat", "b_dog"]
+  np.testing.assert_array_equal(got.labels, [0, 1])
+
+
+def test_shipped_benchmark_lists_resolve():
+  got = lists.load_image_list("office31/amazon.txt", "/data")
+  assert got.size == 2817 and len(got.class_names) == 31
+  dn = lists.load_image_list("domainnet40/sketch_train.txt", "")
+  assert len(dn.class_names) == 40
+
+
+@pytest.mark.parametrize("content, message", [
+    ("a/1.jpg x\n", "l.txt:1: malformed line"),
+    ("a/1.jpg 0\na/2.jpg -1\n", "l.txt:2: negative label -1"),
+    ("a/1.jpg 0\nnot a path at all\n", "l.txt:2: malformed line"),
+    ("", "l.txt: the list is empty"),
+    ("a/1.jpg 0\na/2.jpg\n", "has no label while others do"),
+])
+def test_bad_list_lines(tmp_path, content, message):
+  p = tmp_path / "l.txt"
+  p.write_text(content)
+  with pytest.raises(UserError, match=message):
+    lists.read_list_file(str(p), "")
+
+
+def test_label_out_of_range(tmp_path):
+  p = tmp_path / "l.txt"
+  p.write_text("a/1.jpg 0\na/2.jpg 7\n")
+  with pytest.raises(UserError, match=r"l.txt:2: label 7 is out of range for 3 classes"):
+    lists.read_list_file(str(p), "", num_classes=3)
+
+
+def test_directory_without_class_folders(tmp_path):
+  with pytest.raises(UserError, match="directory has no class sub-folders"):
+    lists.read_folder(str(tmp_path))
+
+
+def test_bad_image_files_are_named(tmp_path):
+  good = tmp_path / "good.png"
+  write_image(str(good), np.zeros((4, 4, 3)))
+  (tmp_path / "empty.jpg").write_bytes(b"")
+  (tmp_path / "text.jpg").write_bytes(b"hello, not an image")
+  (tmp_path / "trunc.png").write_bytes(good.read_bytes()[:-20])
+  jpg = tmp_path / "ok.jpg"
+  write_image(str(jpg), np.zeros((4, 4, 3)), "jpeg")
+  (tmp_path / "trunc.jpg").write_bytes(jpg.read_bytes()[:-10])
+  cases = {"missing.png": "file not found", "empty.jpg": "empty file",
+           "text.jpg": "not an image", "trunc.png": "truncated PNG",
+           "trunc.jpg": "truncated JPEG"}
+  for name, reason in cases.items():
+    assert reason in lists.check_image_file(str(tmp_path / name)), name
+  assert lists.check_image_file(str(good)) is None
+  assert lists.check_image_file(str(jpg)) is None
+  il = lists.ImageList("l.txt", (str(good), str(tmp_path / "text.jpg")), np.array([0, 0]),
+                       ("a",))
+  with pytest.raises(UserError, match=r"text.jpg: not an image .*entry 2 of l.txt"):
+    lists.validate_images(il, skip_invalid=False)
+  kept, dropped = lists.validate_images(il, skip_invalid=True)
+  assert dropped == 1 and kept.paths == (str(good),)
+
+
+def test_different_classes_refused():
+  a = lists.ImageList("s", ("x",), np.array([0]), ("cat", "dog"))
+  b = lists.ImageList("t", ("y",), np.array([0]), ("cat", "cow"))
+  with pytest.raises(UserError, match="class 1 is 'dog' in s but 'cow' in t"):
+    lists.check_same_classes(a, b)
+  c = lists.ImageList("t", ("y",), np.array([0]), ("cat", "dog", "cow"))
+  with pytest.raises(UserError, match="s has 2 classes but t has 3"):
+    lists.check_same_classes(a, c)
+
+
+# ----- preprocessing -----
+
+def test_normalize_modes_match_numpy():
+  x = np.random.default_rng(0).uniform(0, 255, size=(2, 2, 3)).astype(np.float32)
+  caffe = x[..., ::-1] - np.array([103.939, 116.779, 123.68], np.float32)
+  np.testing.assert_allclose(preprocess.normalize(x, "caffe").numpy(), caffe, rtol=1e-6)
+  torch = (x / 255 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+  np.testing.assert_allclose(preprocess.normalize(x, "torch").numpy(), torch, rtol=1e-5)
+  np.testing.assert_allclose(preprocess.normalize(x, "unit").numpy(), x / 127.5 - 1,
+                             rtol=1e-6)
+
+
+def test_ten_crop_known_crops():
+  # A 4x4 image whose pixel value is its position: crops of 2 are known by hand.
+  img = np.arange(16, dtype=np.float32).reshape(4, 4, 1).repeat(3, axis=2)
+  crops = preprocess.ten_crop(tf.constant(img), 4, 2, "unit").numpy()
+  raw = (crops[..., 0] + 1) * 127.5
+  expected = [[[0, 1], [4, 5]], [[2, 3], [6, 7]], [[8, 9], [12, 13]],
+              [[10, 11], [14, 15]], [[5, 6], [9, 10]]]
+  expected += [np.fliplr(np.array(e)) for e in expected]
+  np.testing.assert_allclose(raw, np.array(expected, np.float32), atol=1e-4)
+
+
+def test_eval_view_eager_and_in_dataset_map_agree():
+  img = np.random.default_rng(1).uniform(0, 255, size=(10, 10, 3)).astype(np.uint8)
+  eager = preprocess.eval_view(tf.constant(img), 8, 6, "unit").numpy()
+  ds = tf.data.Dataset.from_tensors(img).map(lambda x: preprocess.eval_view(x, 8, 6, "unit"))
+  np.testing.assert_allclose(next(iter(ds)).numpy(), eager, rtol=1e-6)
+  assert eager.shape == (6, 6, 3)
+
+
+def test_decode_gray_rgba_and_gif_to_rgb(tmp_path):
+  gray = tf.io.encode_png(np.full((3, 3, 1), 7, np.uint8)).numpy()
+  rgba = tf.io.encode_png(np.full((3, 3, 4), 9, np.uint8)).numpy()
+  (tmp_path / "g.png").write_bytes(gray)
+  (tmp_path / "a.png").write_bytes(rgba)
+  assert preprocess.decode(str(tmp_path / "g.png")).numpy().shape == (3, 3, 3)
+  np.testing.assert_array_equal(preprocess.decode(str(tmp_path / "a.png")).numpy(), 9)
+
+
+# ----- class-balanced loading -----
+
+def test_acceptance_probabilities_give_target_distribution():
+  initial = np.array([0.5, 0.3, 0.2, 0.0])
+  target = np.array([1 / 3, 1 / 3, 1 / 3, 0.0])
+  a = pipeline.acceptance_probabilities(target, initial)
+  resulting = initial * a / (initial * a).sum()
+  np.testing.assert_allclose(resulting, target, atol=1e-12)
+  assert a.max() == 1.0
+
+
+def test_balanced_index_stream_histogram():
+  # 20:5:1 labels; the balanced stream must come out uniform. With 3000 draws
+  # each class frequency has std sqrt(p(1-p)/n) ~ 0.0086: 0.04 is > 4 sigma.
+  labels = np.array([0] * 20 + [1] * 5 + [2] * 1)
+  ds = pipeline.index_stream(labels, seed=3, balance_labels=labels, num_classes=3)
+  drawn = np.array([int(y) for _, y in ds.take(3000).as_numpy_iterator()])
+  np.testing.assert_allclose(np.bincount(drawn, minlength=3) / 3000, [1 / 3] * 3, atol=0.04)
+
+
+def test_class_without_samples_is_dropped():
+  labels = np.array([0] * 10 + [2] * 3)
+  ds = pipeline.index_stream(labels, seed=0, balance_labels=labels, num_classes=3)
+  drawn = np.array([int(y) for _, y in ds.take(1000).as_numpy_iterator()])
+  assert set(drawn) == {0, 2}
+  assert abs(np.mean(drawn == 2) - 0.5) < 0.06
+
+
+def test_rejected_candidates_are_never_decoded(tmp_path):
+  # Class 1 has one sample among 40: balancing rejects most class-0 candidates.
+  root = str(tmp_path)
+  path = make_domain(root, "d", [39, 1], seed=0)
+  il = lists.read_list_file(path, root)
+  opts = pipeline.ImageOptions(28, 28, False, "unit")
+  decoded = []
+  original = preprocess.decode
+
+  def counting_decode(p):
+    tf.py_function(lambda: decoded.append(1) or 0, [], tf.int32)
+    return original(p)
+  preprocess.decode = counting_decode
+  try:
+    ds = pipeline.train_dataset(il, opts, 10, seed=0, balance_labels=il.labels, num_classes=2)
+    _, y, _ = next(iter(ds.take(1)))
+  finally:
+    preprocess.decode = original
+  # A balanced batch of 10 needs ~200 candidates (acceptance 2/40); decoding
+  # after rejection reads only accepted ones (plus what the parallel map
+  # prefetches), decoding before it would read every candidate.
+  assert 2 <= int(np.sum(y.numpy())) <= 8
+  assert 10 <= len(decoded) < 100

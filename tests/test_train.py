@@ -1,0 +1,176 @@
+"""The train step on a tiny model, and the command line end to end."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import run_main, tiny_flags
+
+from biwaa_tf.model.biwaa import BIWAAModel, MethodConfig
+from biwaa_tf.train import schedules
+
+
+def tiny_model(**overrides):
+  keras.utils.set_random_seed(0)
+  backbone = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(),
+                               keras.layers.Dense(8, activation="relu")])
+  config = MethodConfig(num_classes=3, num_target=10, bottleneck_dim=5, **overrides)
+
+  def sgd(m):
+    return keras.optimizers.SGD(schedules.InvSchedule(0.005, m), momentum=0.9, nesterov=True)
+  model = BIWAAModel(backbone, config, sgd(1.0), sgd(10.0), seed=0)
+  model.build_all(4)
+  return model
+
+
+def tiny_batch(seed=0):
+  rng = np.random.default_rng(seed)
+  x_s = tf.constant(rng.normal(size=(6, 4, 4, 3)), tf.float32)
+  x_t = tf.constant(rng.normal(size=(6, 4, 4, 3)), tf.float32)
+  y_s = tf.constant([0, 1, 2, 0, 1, 2], tf.int64)
+  idx = tf.constant([0, 1, 2, 3, 4, 5], tf.int64)
+  return (x_s, y_s), (x_t, idx, tf.constant([0, 1, 2, 0, 1, -1], tf.int64))
+
+
+def test_train_step_lowers_source_loss_and_is_finite():
+  model = tiny_model()
+  batch = tiny_batch()
+  step = tf.function(model.train_step)
+  first = step(batch)
+  for _ in range(15):
+    logs = step(batch)
+  for v in logs.values():
+    assert np.isfinite(float(v))
+  assert float(logs["loss_cls"]) < 0.5 * float(first["loss_cls"])
+  assert int(model.step.numpy()) == 16
+
+
+def test_train_step_updates_state_like_numpy():
+  model = tiny_model(bootstrap_steps=0)
+  batch = tiny_batch()
+  (x_s, y_s), (x_t, idx, _) = batch
+  # Expected memories after one step, computed from the pre-step weights.
+  f_s = model.features(x_s, training=True).numpy()
+  model.train_step(batch)
+  cs = model.source_centroids.numpy()
+  for k in range(3):
+    np.testing.assert_allclose(cs[k], 0.3 * f_s[y_s.numpy() == k].mean(axis=0), rtol=1e-4,
+                               atol=1e-5)
+  seen = model.agg_seen.numpy()
+  assert seen[:6].all() and not seen[6:].any()
+  np.testing.assert_allclose(model.agg_table.numpy()[:6].sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_source_only_step_leaves_discriminator_untouched():
+  model = tiny_model(adversarial=False, feature_weighting=False, ms_loss=False)
+  before = [v.numpy().copy() for v in model.discriminator.trainable_variables]
+  model.train_step(tiny_batch())
+  for b, v in zip(before, model.discriminator.trainable_variables):
+    np.testing.assert_array_equal(b, v.numpy())
+
+
+def test_discriminator_gradient_is_reversed_for_features():
+  # With only L_d (no CE, no centroid loss), the bottleneck moves to *raise*
+  # the discriminator loss: check the sign through the reversal layer.
+  model = tiny_model(ms_loss=False, feature_weighting=False)
+  (x_s, _), (x_t, _, _) = tiny_batch()
+  f = tf.Variable(tf.concat([model.features(x_s), model.features(x_t)], 0))
+  with tf.GradientTape(persistent=True) as tape:
+    from biwaa_tf.model.grl import gradient_reversal
+    d = tf.concat([tf.ones([6]), tf.zeros([6])], 0)
+    plain = model.discriminator(f, training=False)[:, 0]
+    rev = model.discriminator(gradient_reversal(f, 0.5), training=False)[:, 0]
+    lp = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(d, plain))
+    lr = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(d, rev))
+  np.testing.assert_allclose(tape.gradient(lr, f).numpy(), -0.5 * tape.gradient(lp, f).numpy(),
+                             rtol=1e-5, atol=1e-8)
+
+
+# ----- command line -----
+
+def test_end_to_end_writes_results(tiny_domains, tmp_path):
+  root, src, tgt = tiny_domains
+  out = tmp_path / "m"
+  res = run_main(tiny_flags(root, src, tgt, out))
+  assert res.returncode == 0, res.stderr[-2000:]
+  results = json.loads((out / "results.json").read_text())
+  run0 = results["runs"][0]
+  assert 0.0 <= run0["accuracy"] <= 1.0 and 0.0 <= run0["per_class_accuracy"] <= 1.0
+  assert results["final_accuracy"] == run0["accuracy"]
+  probs = np.load(out / "run_0" / "target_probs.npy")
+  assert probs.shape == (19, 3) and probs.dtype == np.float32
+  np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+  assert "--method=biwaa" in (out / "flags.txt").read_text()
+  assert list(os.listdir(out / "run_0" / "tb"))
+  assert "final" in res.stdout
+
+
+def test_iterative_three_runs(tiny_domains, tmp_path):
+  root, src, tgt = tiny_domains
+  out = tmp_path / "m"
+  res = run_main(tiny_flags(root, src, tgt, out, "--runs=3"))
+  assert res.returncode == 0, res.stderr[-2000:]
+  results = json.loads((out / "results.json").read_text())
+  assert [r["run"] for r in results["runs"]] == [0, 1, 2]
+  assert "balanced by labels" in res.stderr  # runs 1 and 2 load the target balanced
+  # Re-running the same command recomputes nothing.
+  before = (out / "run_0" / "target_probs.npy").read_bytes()
+  again = run_main(tiny_flags(root, src, tgt, out, "--runs=3"))
+  assert again.returncode == 0 and "(skipped)" in again.stderr
+  assert (out / "run_0" / "target_probs.npy").read_bytes() == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method=nope"], "error: flag --method=nope"),
+    (["--batch_size=0"], "error: --batch_size: must be positive, got 0"),
+    (["--flagfile=/no/such.flags"], "error:"),
+    (["--backbone=vgg"], "error: --backbone=vgg: unknown"),
+    (["--source=/no/such/list.txt"], "error: /no/such/list.txt: no such list file"),
+])
+def test_bad_flags_exit_2_with_one_line(tiny_domains, tmp_path, args, message):
+  root, src, tgt = tiny_domains
+  out = tmp_path / "m"
+  res = run_main(tiny_flags(root, src, tgt, out) + args)
+  assert res.returncode == 2
+  lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+  assert len(lines) == 1 and lines[0].startswith(message), res.stderr
+  assert not out.exists()
+
+
+def test_model_dir_with_other_flags_is_refused(tiny_domains, tmp_path):
+  root, src, tgt = tiny_domains
+  out = tmp_path / "m"
+  assert run_main(tiny_flags(root, src, tgt, out, "--steps_per_run=2")).returncode == 0
+  res = run_main(tiny_flags(root, src, tgt, out, "--steps_per_run=2", "--lr=0.5"))
+  assert res.returncode == 2 and "holds a training with different flags" in res.stderr
+  assert "--lr=" in res.stderr
+
+
+def test_non_finite_loss_stops_with_message(tiny_domains, tmp_path):
+  root, src, tgt = tiny_domains
+  res = run_main(tiny_flags(root, src, tgt, tmp_path / "m", "--lr=1e30"))
+  assert res.returncode == 2
+  assert "non-finite loss" in res.stderr
+
+
+def test_help_lists_every_flag():
+  res = run_main(["--help"])
+  assert res.returncode == 0
+  for flag in ("--source", "--target", "--weighting_factor", "--runs", "--method",
+               "--bootstrap_steps", "--balanced_target", "--model_dir"):
+    assert flag in res.stdout
+
+
+def test_demo_flagfile_end_to_end(tmp_path):
+  env = {"BIWAA_TF_DATA": str(tmp_path / "data")}
+  res = run_main(["--flagfile=configs/demo.flags", "--steps_per_run=150",
+                  f"--model_dir={tmp_path / 'demo'}", "--noprogress"],
+                 env=env, module="biwaa_tf.demo")
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert "source_only" in res.stdout and "biwaa" in res.stdout
+  src = json.loads((tmp_path / "demo" / "source_only" / "results.json").read_text())
+  biwaa = json.loads((tmp_path / "demo" / "biwaa" / "results.json").read_text())
+  assert src["final_accuracy"] > 0.3 and biwaa["final_accuracy"] > 0.3
