@@ -34,13 +34,28 @@ def _xavier_dense(units, name, activation=None):
                             kernel_initializer="glorot_normal", bias_initializer="zeros")
 
 
-def build_discriminator(seed=None):
-  """G_d: 256 -> 1024 -> 1024 -> 1 logit, ReLU and dropout 0.5 between."""
-  return keras.Sequential([
-      _xavier_dense(1024, "d1", "relu"), keras.layers.Dropout(0.5, seed=seed),
-      _xavier_dense(1024, "d2", "relu"), keras.layers.Dropout(0.5, seed=seed),
-      _xavier_dense(1, "d_out"),
-  ], name="discriminator")
+class Discriminator(keras.layers.Layer):
+  """G_d: 256 -> 1024 -> 1024 -> 1 logit, ReLU and dropout 0.5 between.
+
+  Dropout is stateless, seeded by (seed, training step), so that a resumed
+  training draws the same masks as an uninterrupted one.
+  """
+
+  def __init__(self, seed=0, rate=0.5, **kwargs):
+    super().__init__(**kwargs)
+    self.seed = int(seed or 0)
+    self.rate = rate
+    self.hidden = [_xavier_dense(1024, "d1", "relu"), _xavier_dense(1024, "d2", "relu")]
+    self.out = _xavier_dense(1, "d_out")
+
+  def call(self, x, step=None, training=False):
+    h = x
+    for j, layer in enumerate(self.hidden):
+      h = layer(h)
+      if training:
+        seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64) * 2 + j])
+        h = tf.nn.experimental.stateless_dropout(h, self.rate, seed=seed)
+    return self.out(h)
 
 
 class BIWAAModel(keras.Model):
@@ -61,7 +76,7 @@ class BIWAAModel(keras.Model):
     self.backbone = backbone
     self.bottleneck = _xavier_dense(c.bottleneck_dim, "bottleneck")
     self.classifier = _xavier_dense(c.num_classes, "classifier")
-    self.discriminator = build_discriminator(seed)
+    self.discriminator = Discriminator(seed, name="discriminator")
     self.backbone_optimizer = backbone_optimizer
     self.head_optimizer = head_optimizer
     k, d, n = c.num_classes, c.bottleneck_dim, max(c.num_target, 1)
@@ -165,7 +180,8 @@ class BIWAAModel(keras.Model):
                                  c.weighting_factor)
       f = f * w
     reversal = 1.0 if c.paper_loss else coeff
-    d_logits = self.discriminator(gradient_reversal(f, reversal), training=True)[:, 0]
+    d_logits = self.discriminator(gradient_reversal(f, reversal), step=self.step,
+                                  training=True)[:, 0]
     b = tf.shape(f_s)[0]
     d = tf.concat([tf.ones([b]), tf.zeros([tf.shape(f_t)[0]])], 0)
     loss = losses.domain_adversarial_loss(d_logits, d)

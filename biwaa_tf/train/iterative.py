@@ -11,6 +11,7 @@ Resume order (re-running the same command on the same model_dir):
 import logging
 import os
 import shutil
+import signal
 
 import numpy as np
 
@@ -127,6 +128,8 @@ def train(cfg):
       agg = earlier_aggregate(cfg, run_dirs)
       result = run_lib.train_run(cfg, domains, r, run_dir, agg,
                                  target_balance_labels(cfg, domains, agg))
+      if run_lib._FAULT == f"{r}:done":
+        os.kill(os.getpid(), signal.SIGKILL)
     results.append(result)
     run_dirs.append(run_dir)
   final = results[-1]

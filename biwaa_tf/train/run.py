@@ -3,6 +3,7 @@
 import dataclasses
 import logging
 import os
+import signal
 
 import keras
 import numpy as np
@@ -16,6 +17,9 @@ from biwaa_tf.model.biwaa import BIWAAModel, MethodConfig
 from biwaa_tf.train import metrics, schedules
 
 RESULT_FILE = "run_result.json"
+# Fault injection for the kill-and-resume tests: SIGKILL this process right
+# after global step N of run R has been handled ("R:N").
+_FAULT = os.environ.get("BIWAA_TF_KILL_AFTER", "")
 TARGET_PROBS = "target_probs.npy"
 EVAL_PROBS = "eval_probs.npy"
 
@@ -142,6 +146,8 @@ def _train_steps(cfg, model, iterator, manager, run, run_dir):
           tf.summary.scalar(f"train/{k}", v)
     if step % cfg.checkpoint_every == 0 or step == cfg.steps_per_run:
       manager.save(checkpoint_number=step)
+    if _FAULT == f"{run}:{step}":
+      os.kill(os.getpid(), signal.SIGKILL)
   writer.flush()
 
 
