@@ -33,6 +33,7 @@ setup(
         "absl-py>=2.1",
         "numpy>=1.26",
         "tensorboard>=2.20",
+        "matplotlib>=3.7",
     ],
     extras_require={
         "demo": ["scikit-learn>=1.4"],

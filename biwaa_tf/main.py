@@ -52,6 +52,7 @@ def run(argv=None):
 
   from biwaa_tf.train import iterative
   logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(message)s")
+  logging.getLogger("tensorflow").setLevel(logging.WARNING)
   try:
     cfg = biwaa_flags.config_from_flags(FLAGS)
     if cfg.deterministic:

@@ -195,3 +195,18 @@ def test_rejected_candidates_are_never_decoded(tmp_path):
   # prefetches), decoding before it would read every candidate.
   assert 2 <= int(np.sum(y.numpy())) <= 8
   assert 10 <= len(decoded) < 100
+
+
+def test_make_list_round_trip(tmp_path):
+  import sys
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))
+  from make_list import make_list
+  rng = np.random.default_rng(0)
+  for k, name in enumerate(["cat", "dog"]):
+    for i in range(2):
+      write_image(str(tmp_path / "dom" / name / f"{i}.png"), class_image(k, rng))
+  out = str(tmp_path / "dom.txt")
+  assert make_list(str(tmp_path / "dom"), out) == 4
+  assert open(out).read().splitlines()[0] == "dom/cat/0.png 0"
+  back = lists.read_list_file(out, str(tmp_path))
+  assert back.class_names == ("cat", "dog") and list(back.labels) == [0, 0, 1, 1]

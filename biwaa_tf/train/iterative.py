@@ -25,6 +25,7 @@ from biwaa_tf.train import run as run_lib
 
 FLAGS_FILE = "flags.txt"
 RESULTS_FILE = "results.json"
+EXPORT_DIR = "export"
 # Flags that do not change what is trained: a resumed command may differ in them.
 _RESUME_FREE = ("runs", "overwrite", "progress", "log_every", "checkpoint_every",
                 "eval_batch_size")
@@ -117,7 +118,7 @@ def train(cfg):
                domains.source.name, domains.source.size, domains.target.name,
                domains.target.size, domains.target_eval.name, domains.target_eval.size,
                domains.num_classes)
-  results, run_dirs = [], []
+  results, run_dirs, trained = [], [], False
   for r in range(cfg.runs):
     run_dir = os.path.join(cfg.model_dir, f"run_{r}")
     done = os.path.join(run_dir, run_lib.RESULT_FILE)
@@ -128,10 +129,15 @@ def train(cfg):
       agg = earlier_aggregate(cfg, run_dirs)
       result = run_lib.train_run(cfg, domains, r, run_dir, agg,
                                  target_balance_labels(cfg, domains, agg))
+      trained = True
       if run_lib._FAULT == f"{r}:done":
         os.kill(os.getpid(), signal.SIGKILL)
     results.append(result)
     run_dirs.append(run_dir)
+  export_dir = os.path.join(cfg.model_dir, EXPORT_DIR)
+  if trained or not os.path.exists(export_dir):
+    run_lib.export_run(cfg, domains, cfg.runs - 1, run_dirs[-1], export_dir)
+    logging.info("exported the last run's model to %s", export_dir)
   final = results[-1]
   summary = {"runs": results, "final_accuracy": final["accuracy"],
              "final_per_class_accuracy": final["per_class_accuracy"],

@@ -77,7 +77,7 @@ def build_model(cfg, domains, seed):
 
 def predict_probs(model, image_list, opts, batch_size):
   """N x K softmax in list order (averaged over the 10 crops when enabled)."""
-  @tf.function
+  @tf.function(reduce_retracing=True)
   def infer(x):
     if opts.ten_crop:
       b = tf.shape(x)[0]
@@ -172,3 +172,13 @@ def _evaluate_and_save(cfg, model, domains, run, run_dir):
   writer.flush()
   io_utils.atomic_write_json(os.path.join(run_dir, RESULT_FILE), result)
   return result
+
+
+def export_run(cfg, domains, run, run_dir, export_dir):
+  """Rebuilds run `run` from its last checkpoint and exports its inference path."""
+  from biwaa_tf import export
+  model = build_model(cfg, domains, cfg.seed + 100 * run)
+  latest = tf.train.latest_checkpoint(os.path.join(run_dir, "ckpt"))
+  tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+  export.export_saved_model(model, export_dir, domains.class_names,
+                            image_options(cfg, domains.normalization, cfg.ten_crop))

@@ -1,0 +1,102 @@
+"""Export the inference path (backbone, bottleneck, classifier) as a SavedModel.
+
+No discriminator, no reversal op, no training state. Endpoints:
+  serving_default / predict_images: float32 [N, S, S, 3] already preprocessed
+  predict_bytes:                    string [N] encoded JPEG/PNG/BMP/GIF, decoded
+                                    and preprocessed exactly as in evaluation
+  class_names:                      the class names, index order
+Each prediction endpoint returns {"probabilities", "class_index", "class_name"}.
+"""
+
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from biwaa_tf.data import preprocess
+
+
+class InferenceModel(keras.Model):
+  """backbone -> bottleneck -> classifier, sharing the trained layers."""
+
+  def __init__(self, backbone, bottleneck, classifier, **kwargs):
+    super().__init__(**kwargs)
+    self.backbone = backbone
+    self.bottleneck = bottleneck
+    self.classifier = classifier
+
+  def call(self, x, training=False):
+    return self.classifier(self.bottleneck(self.backbone(x, training=False)))
+
+
+def export_saved_model(model, export_dir, class_names, opts):
+  """Writes the SavedModel to export_dir atomically (temp dir, then rename)."""
+  inference = InferenceModel(model.backbone, model.bottleneck, model.classifier)
+  inference(tf.zeros([1, opts.image_size, opts.image_size, 3]))
+  names = tf.constant(list(class_names))
+  size = opts.image_size
+
+  def outputs(probs):
+    index = tf.argmax(probs, axis=1, output_type=tf.int32)
+    return {"probabilities": probs, "class_index": index,
+            "class_name": tf.gather(names, index)}
+
+  def predict_images(images):
+    return outputs(tf.nn.softmax(inference(images)))
+
+  def predict_bytes(encoded):
+    def one(data):
+      image = tf.io.decode_image(data, channels=3, expand_animations=False)
+      image.set_shape([None, None, 3])
+      if opts.ten_crop:
+        return preprocess.ten_crop(image, opts.resize_size, size, opts.mode)
+      return preprocess.eval_view(image, opts.resize_size, size, opts.mode)
+    crop_shape = [10, size, size, 3] if opts.ten_crop else [size, size, 3]
+    x = tf.map_fn(one, encoded, fn_output_signature=tf.TensorSpec(crop_shape, tf.float32))
+    if opts.ten_crop:
+      n = tf.shape(x)[0]
+      p = tf.nn.softmax(inference(tf.reshape(x, [-1, size, size, 3])))
+      return outputs(tf.reduce_mean(tf.reshape(p, [n, 10, -1]), axis=1))
+    return predict_images(x)
+
+  archive = keras.export.ExportArchive()
+  archive.track(inference)
+  image_spec = [tf.TensorSpec([None, size, size, 3], tf.float32, name="images")]
+  archive.add_endpoint("serving_default", predict_images, input_signature=image_spec)
+  archive.add_endpoint("predict_images", predict_images, input_signature=image_spec)
+  archive.add_endpoint("predict_bytes", predict_bytes,
+                       input_signature=[tf.TensorSpec([None], tf.string, name="encoded")])
+  archive.add_endpoint("class_names", lambda: {"class_names": names}, input_signature=[])
+  parent = os.path.dirname(os.path.abspath(export_dir))
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(dir=parent, prefix=".export-")
+  try:
+    archive.write_out(tmp, verbose=False)
+    if os.path.exists(export_dir):
+      shutil.rmtree(export_dir)
+    os.replace(tmp, export_dir)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+
+
+def load(export_dir):
+  """Loads an exported model; returns (the loaded object, class names)."""
+  loaded = tf.saved_model.load(export_dir)
+  names = [n.decode() for n in loaded.class_names()["class_names"].numpy()]
+  return loaded, names
+
+
+def predict_files(loaded, paths, batch_size=32, progress=True):
+  """Probabilities (N x K) for image files, through the predict_bytes endpoint."""
+  import numpy as np
+  bar = keras.utils.Progbar(len(paths), verbose=1 if progress else 0, unit_name="image")
+  parts = []
+  for start in range(0, len(paths), batch_size):
+    chunk = paths[start:start + batch_size]
+    data = [tf.io.read_file(p) for p in chunk]
+    parts.append(loaded.predict_bytes(tf.stack(data))["probabilities"].numpy())
+    bar.add(len(chunk))
+  return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)

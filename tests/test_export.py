@@ -1,0 +1,108 @@
+"""Export, reload in a fresh process, serve; predict/evaluate tools; TensorBoard tags."""
+
+import csv
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import REPO, run_main, tiny_flags
+
+LOAD_SCRIPT = """
+import sys, numpy as np, tensorflow as tf
+m = tf.saved_model.load(sys.argv[1])
+x = np.load(sys.argv[2])
+paths = open(sys.argv[3]).read().split()
+a = m.predict_images(tf.constant(x))["probabilities"].numpy()
+b = m.predict_bytes(tf.stack([tf.io.read_file(p) for p in paths]))
+np.save(sys.argv[4], a); np.save(sys.argv[5], b["probabilities"].numpy())
+names = [n.decode() for n in m.class_names()["class_names"].numpy()]
+print(",".join(names))
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_domains, tmp_path_factory):
+  root, src, tgt = tiny_domains
+  out = tmp_path_factory.mktemp("exp") / "m"
+  args = tiny_flags(root, src, tgt, out, "--steps_per_run=4", "--log_every=1")
+  res = run_main(args)
+  assert res.returncode == 0, res.stderr[-2000:]
+  return args, out
+
+
+def test_export_matches_in_memory_model(trained, tmp_path):
+  from biwaa_tf import flags as biwaa_flags
+  from biwaa_tf import main as main_lib
+  from biwaa_tf.data import pipeline
+  from biwaa_tf.train import iterative
+  from biwaa_tf.train import run as run_lib
+  args, out = trained
+  main_lib.FLAGS.unparse_flags()
+  main_lib.FLAGS(["prog", *args])
+  cfg = biwaa_flags.config_from_flags(main_lib.FLAGS)
+  domains = iterative.prepare_data(cfg)
+  model = run_lib.build_model(cfg, domains, cfg.seed)
+  tf.train.Checkpoint(model=model).restore(
+      tf.train.latest_checkpoint(str(out / "run_0" / "ckpt"))).expect_partial()
+  opts = run_lib.image_options(cfg, domains.normalization)
+  in_memory = run_lib.predict_probs(model, domains.target, opts, 8)
+  np.testing.assert_allclose(in_memory, np.load(out / "run_0" / "target_probs.npy"), atol=1e-6)
+  x = np.concatenate(list(pipeline.eval_dataset(domains.target, opts, 8).as_numpy_iterator()))
+  np.save(tmp_path / "x.npy", x)
+  (tmp_path / "paths.txt").write_text("\n".join(domains.target.paths))
+  res = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(out / "export"),
+                        str(tmp_path / "x.npy"), str(tmp_path / "paths.txt"),
+                        str(tmp_path / "a.npy"), str(tmp_path / "b.npy")],
+                       capture_output=True, text=True, cwd=REPO)
+  assert res.returncode == 0, res.stderr[-2000:]
+  np.testing.assert_allclose(np.load(tmp_path / "a.npy"), in_memory, atol=1e-5)
+  np.testing.assert_allclose(np.load(tmp_path / "b.npy"), in_memory, atol=1e-5)
+  names = json.loads((out / "class_names.json").read_text())
+  assert res.stdout.strip().splitlines()[-1] == ",".join(names) == "c0,c1,c2"
+
+
+def test_export_has_no_discriminator(trained):
+  _, out = trained
+  names = [n for n, _ in tf.train.list_variables(str(out / "export" / "variables" / "variables"))]
+  assert names and not any("discriminator" in n or "d_out" in n for n in names)
+
+
+def test_predict_and_evaluate_tools(trained, tiny_domains, tmp_path):
+  root, _, tgt = tiny_domains
+  _, out = trained
+  res = subprocess.run([sys.executable, "tools/predict.py", f"--saved_model={out / 'export'}",
+                        f"--images={os.path.join(root, 'tgt')}",
+                        f"--output={tmp_path / 'p.csv'}"], capture_output=True, text=True,
+                       cwd=REPO)
+  assert res.returncode == 0, res.stderr[-2000:]
+  rows = list(csv.reader(open(tmp_path / "p.csv")))
+  assert rows[0] == ["path", "class", "probability"] and len(rows) == 1 + 19
+  assert all(r[1] in ("c0", "c1", "c2") and 0 < float(r[2]) <= 1 for r in rows[1:])
+  res = subprocess.run([sys.executable, "tools/evaluate.py", f"--saved_model={out / 'export'}",
+                        f"--list={tgt}", f"--data_root={root}",
+                        f"--output_dir={tmp_path / 'ev'}"], capture_output=True, text=True,
+                       cwd=REPO)
+  assert res.returncode == 0, res.stderr[-2000:]
+  metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+  results = json.loads((out / "results.json").read_text())
+  assert metrics["accuracy"] == pytest.approx(results["final_accuracy"], abs=1e-9)
+  assert np.array(metrics["confusion_matrix"]).sum() == 19
+  assert (tmp_path / "ev" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+  assert "mean per-class accuracy" in res.stdout
+
+
+def test_tensorboard_has_the_named_scalars(trained):
+  _, out = trained
+  tags = set()
+  for path in glob.glob(str(out / "run_0" / "tb" / "events.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      tags.update(v.tag for v in event.summary.value)
+  for tag in ("train/loss_cls", "train/loss_adv", "train/ms_intra", "train/ms_st",
+              "train/ms_tt", "train/ms_ss", "train/lr", "train/grl_coeff", "train/disc_acc",
+              "train/pseudo_acc", "eval/accuracy", "eval/per_class_accuracy"):
+    assert tag in tags, tag
