@@ -26,7 +26,7 @@ setup(
     version="0.1.0",
     description="BIWAA (WACV 2023) unsupervised domain adaptation in TensorFlow/Keras 3",
     packages=find_packages(include=["biwaa_tf", "biwaa_tf.*"]),
-    package_data={"biwaa_tf": ["lists/*/*.txt"]},
+    package_data={"biwaa_tf": ["lists/*/*.txt", "lists/README.md"]},
     python_requires=">=3.10",
     install_requires=_VARIANTS[variant] + [
         "keras>=3.10",

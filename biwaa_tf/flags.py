@@ -95,6 +95,8 @@ def define_flags():
                        "with different flags.")
   flags.DEFINE_boolean("deterministic", False, "Enable TensorFlow op determinism.")
   flags.DEFINE_boolean("progress", True, "Show a progress bar while training.")
+  flags.DEFINE_boolean("dry_run", False, "Resolve and validate the flags and list files, "
+                       "print the plan and exit without reading images or writing.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +141,7 @@ class TrainConfig:
   overwrite: bool
   deterministic: bool
   progress: bool
+  dry_run: bool
 
   @property
   def adversarial(self):

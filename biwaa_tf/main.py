@@ -55,6 +55,9 @@ def run(argv=None):
   logging.getLogger("tensorflow").setLevel(logging.WARNING)
   try:
     cfg = biwaa_flags.config_from_flags(FLAGS)
+    if cfg.dry_run:
+      print(iterative.plan(cfg))
+      return 0
     if cfg.deterministic:
       import tensorflow as tf
       tf.config.experimental.enable_op_determinism()

@@ -32,7 +32,7 @@ _RESUME_FREE = ("runs", "overwrite", "progress", "log_every", "checkpoint_every"
 NORMALIZATION = {"resnet50": "caffe", "lenet": "unit"}
 
 
-def prepare_data(cfg):
+def prepare_data(cfg, check_images=True):
   """Reads and validates the three datasets; writes nothing."""
   if cfg.backbone not in BACKBONES:
     raise UserError(f"--backbone={cfg.backbone}: unknown; choose from {sorted(BACKBONES)}")
@@ -46,10 +46,11 @@ def prepare_data(cfg):
   if cfg.target_eval != cfg.target:
     target_eval = lists.load_image_list(cfg.target_eval, cfg.data_root, k)
     lists.check_same_classes(source, target_eval)
-  source = _validated(source, cfg.skip_invalid_images)
-  same = target_eval is target
-  target = _validated(target, cfg.skip_invalid_images)
-  target_eval = target if same else _validated(target_eval, cfg.skip_invalid_images)
+  if check_images:
+    source = _validated(source, cfg.skip_invalid_images)
+    same = target_eval is target
+    target = _validated(target, cfg.skip_invalid_images)
+    target_eval = target if same else _validated(target_eval, cfg.skip_invalid_images)
   if cfg.balanced_target == "oracle" and not target.labelled:
     raise UserError(f"--balanced_target=oracle needs labels in {target.name}")
   return run_lib.Domains(source, target, target_eval, source.class_names,
@@ -144,6 +145,27 @@ def train(cfg):
              "method": cfg.method, "num_classes": domains.num_classes}
   io_utils.atomic_write_json(os.path.join(cfg.model_dir, RESULTS_FILE), summary)
   return summary
+
+
+def plan(cfg):
+  """The plan of a training as text (lists are read, images are not)."""
+  d = prepare_data(cfg, check_images=False)
+  on = {True: "on", False: "off"}
+  lines = [
+      f"method    {cfg.method} (feature weighting {on[cfg.feature_weighting]}, "
+      f"MS loss {on[cfg.ms_loss]}, loss form {cfg.loss_form})",
+      f"runs      {cfg.runs} x {cfg.steps_per_run} steps, batch {cfg.batch_size} source + "
+      f"{cfg.batch_size} target, lr {cfg.lr:g}, target loader {cfg.balanced_target}",
+      f"backbone  {cfg.backbone} ({cfg.backbone_weights}), {cfg.image_size} px crops of "
+      f"{cfg.resize_size}, {'10-crop' if cfg.ten_crop else 'centre-crop'} evaluation",
+  ]
+  for role, ds in (("source", d.source), ("target", d.target), ("eval", d.target_eval)):
+    labels = "labelled" if ds.labelled else "unlabelled"
+    lines.append(f"{role:<9} {ds.name}: {ds.size} images, {labels}")
+  lines.append(f"classes   {d.num_classes}; images under --data_root={cfg.data_root or '.'}")
+  lines.append(f"output    {cfg.model_dir}/ (flags.txt, run_0..run_{cfg.runs - 1}/, "
+               f"export/, results.json)")
+  return "\n".join(lines)
 
 
 def format_table(summary):

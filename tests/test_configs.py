@@ -1,0 +1,36 @@
+"""Every shipped flagfile resolves and validates (--dry_run)."""
+
+import glob
+import os
+
+import pytest
+from conftest import REPO
+
+from biwaa_tf import main as main_lib
+
+TASKS = sorted(glob.glob(os.path.join(REPO, "configs", "*_*.flags")))
+
+
+def test_thirty_benchmark_tasks():
+  names = [os.path.basename(t) for t in TASKS]
+  assert len([n for n in names if n.startswith("o31_")]) == 6
+  assert len([n for n in names if n.startswith("oh_")]) == 12
+  assert len([n for n in names if n.startswith("dn_")]) == 12
+
+
+@pytest.mark.parametrize("path", TASKS, ids=os.path.basename)
+def test_flagfile_dry_run(path, capsys, monkeypatch):
+  monkeypatch.chdir(REPO)
+  main_lib.FLAGS.unparse_flags()
+  status = main_lib.run(["prog", f"--flagfile={path}", "--data_root=/data", "--dry_run"])
+  out = capsys.readouterr().out
+  assert status == 0
+  assert "10 x 5004 steps" in out and "resnet50 (imagenet)" in out
+  name = os.path.basename(path)[:-len(".flags")]
+  assert f"runs/{name}/" in out
+  if name in ("o31_a2d", "o31_d2w"):
+    assert "lr 0.0003" in out
+  else:
+    assert "lr 0.001" in out
+  if name.startswith("dn_"):
+    assert "_test.txt" in out and "40" in out
