@@ -1,0 +1,66 @@
+"""Accuracy of every variant on the demo's shifted digits, 3 seeds, as a Markdown table.
+
+    python tools/benchmark_accuracy.py [--output=runs/accuracy] [--seeds=0,1,2]
+        [--runs=3] [--steps_per_run=600]
+
+Variants: source-only, DANN, DANN+BG, BIWAA (one run), BIWAA-I (--runs runs) and
+the oracle class-balanced loader (true target labels, loading only). BIWAA is run 0
+of BIWAA-I (same seed, same computation), so it is read from there, not retrained.
+Resumable: completed cells are skipped (tools/run_suite.py).
+"""
+
+import copy
+import json
+import os
+import sys
+
+from absl import app, flags
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import run_suite  # noqa: E402
+import summarize  # noqa: E402
+
+flags.DEFINE_integer("steps_per_run", 600, "Training steps per run.")
+flags.DEFINE_string("task", os.path.join(os.path.dirname(HERE), "configs", "demo.flags"),
+                    "Task flagfile.")
+FLAGS = flags.FLAGS
+VARIANTS = ["source_only", "dann", "dann_bg", "biwaa_i", "oracle"]
+
+
+def derive_biwaa_cells(output, task):
+  """biwaa/seed<s>: the first run of biwaa_i/seed<s>, as its own results.json."""
+  from biwaa_tf.io_utils import atomic_write_json
+  base = os.path.join(output, task)
+  for seed_dir in sorted(os.listdir(os.path.join(base, "biwaa_i"))):
+    with open(os.path.join(base, "biwaa_i", seed_dir, "results.json")) as f:
+      res = json.load(f)
+    first = copy.deepcopy(res["runs"][0])
+    atomic_write_json(os.path.join(base, "biwaa", seed_dir, "results.json"), {
+        "runs": [first], "final_accuracy": first["accuracy"],
+        "final_per_class_accuracy": first["per_class_accuracy"],
+        "derived_from": f"biwaa_i/{seed_dir} run 0"})
+
+
+def main(argv):
+  del argv
+  output = FLAGS.output if FLAGS.output != "runs/suite" else "runs/accuracy"
+  runs = FLAGS.runs or 3
+  failed = run_suite.run_suite([FLAGS.task], FLAGS.seeds, VARIANTS, output, runs,
+                               [f"--steps_per_run={FLAGS.steps_per_run}"],
+                               log=lambda m: print(m, flush=True))
+  if failed:
+    print(f"error: {failed} cell(s) failed", file=sys.stderr)
+    return 1
+  derive_biwaa_cells(output, run_suite.task_name(FLAGS.task))
+  md, written = summarize.summarize(output, os.path.join(output, "summary"))
+  print(f"\nTarget accuracy (%), mean ± std over seeds {','.join(FLAGS.seeds)}, "
+        f"{FLAGS.steps_per_run} steps a run, BIWAA-I = {runs} runs:\n")
+  print(md)
+  print(f"wrote {', '.join(os.path.join(output, 'summary', w) for w in written)}")
+  print("rerun: python tools/benchmark_accuracy.py " + " ".join(sys.argv[1:]))
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(lambda argv: sys.exit(main(argv)))

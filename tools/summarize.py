@@ -1,0 +1,182 @@
+"""Paper-style tables and plots from a suite's cell directories.
+
+    python tools/summarize.py --suite=runs/suite [--out=runs/suite/summary]
+
+Reads <suite>/<task>/<variant>/seed<s>/results.json and writes:
+  table.md, table.csv   variants x tasks (+ Avg), mean +- std over seeds (%),
+                        per-class accuracy for DomainNet tasks (dn_*), else accuracy
+  runs.png              accuracy over iterative runs (the paper's Fig. 5), for
+                        multi-run variants
+  weighting.png         accuracy against the weighting factor (Fig. 4), from wf<lambda>
+                        cells (and biwaa as lambda = 10, dann_bg-free)
+"""
+
+import glob
+import json
+import os
+import sys
+
+import numpy as np
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from biwaa_tf.variants import LABELS, WEIGHTING_PREFIX, label  # noqa: E402
+
+flags.DEFINE_string("suite", "runs/suite", "Suite root directory.")
+flags.DEFINE_string("out", None, "Output directory (default <suite>/summary).")
+FLAGS = flags.FLAGS
+
+
+def metric_key(task):
+  return "per_class_accuracy" if task.startswith("dn_") else "accuracy"
+
+
+def collect(suite):
+  """{(task, variant): [results dict per seed]} in seed order."""
+  found = {}
+  for path in sorted(glob.glob(os.path.join(suite, "*", "*", "seed*", "results.json"))):
+    seed_dir = os.path.dirname(path)
+    variant_dir = os.path.dirname(seed_dir)
+    task = os.path.basename(os.path.dirname(variant_dir))
+    with open(path) as f:
+      found.setdefault((task, os.path.basename(variant_dir)), []).append(json.load(f))
+  return found
+
+
+def _variant_order(variants):
+  known = [v for v in LABELS if v in variants]
+  return known + sorted(v for v in variants if v not in LABELS)
+
+
+def table(found):
+  """(header, rows): rows of [label, 'mean +- std' per task..., Avg]; values in %."""
+  tasks = sorted({t for t, _ in found})
+  variants = _variant_order({v for _, v in found})
+  header = ["Method", *tasks, "Avg"]
+  rows = []
+  for v in variants:
+    cells, per_seed = [], []
+    for t in tasks:
+      res = found.get((t, v))
+      if not res:
+        cells.append("")
+        continue
+      vals = np.array([100 * r["runs"][-1][metric_key(t)] for r in res])
+      per_seed.append(vals)
+      cells.append(f"{vals.mean():.1f} ± {vals.std():.1f}" if len(vals) > 1
+                   else f"{vals.mean():.1f}")
+    if per_seed and len(per_seed) == len(tasks) and len({len(p) for p in per_seed}) == 1:
+      avg = np.mean(per_seed, axis=0)
+      cells.append(f"{avg.mean():.1f} ± {avg.std():.1f}" if len(avg) > 1
+                   else f"{avg.mean():.1f}")
+    else:
+      cells.append("")
+    rows.append([label(v), *cells])
+  return header, rows
+
+
+def markdown(header, rows):
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(r) + " |" for r in rows]
+  return "\n".join(lines) + "\n"
+
+
+def csv_text(header, rows):
+  import csv
+  import io
+  buf = io.StringIO()
+  writer = csv.writer(buf)
+  writer.writerow(header)
+  writer.writerows(rows)
+  return buf.getvalue()
+
+
+def plot_runs(found, path):
+  """Fig. 5: mean accuracy (%) over the iterative runs, one line per task x variant."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  series = {k: v for k, v in found.items() if len(v[0]["runs"]) > 1}
+  if not series:
+    return False
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for (task, variant), res in sorted(series.items()):
+    n = min(len(r["runs"]) for r in res)
+    acc = np.array([[100 * r["runs"][i][metric_key(task)] for i in range(n)] for r in res])
+    ax.errorbar(np.arange(1, n + 1), acc.mean(0), yerr=acc.std(0), marker="o", capsize=3,
+                label=f"{task} {label(variant)}")
+  ax.set_xlabel("run")
+  ax.set_ylabel("target accuracy (%)")
+  ax.set_title("Accuracy over iterative runs")
+  ax.legend(fontsize=8)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return True
+
+
+def plot_weighting(found, path):
+  """Fig. 4: accuracy (%) against the weighting factor lambda, per task."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  points = {}
+  for (task, variant), res in found.items():
+    if variant.startswith(WEIGHTING_PREFIX):
+      lam = float(variant[len(WEIGHTING_PREFIX):])
+      points.setdefault(task, []).append(
+          (lam, [100 * r["runs"][0][metric_key(task)] for r in res]))
+  if not points:
+    return False
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for task, pts in sorted(points.items()):
+    pts.sort()
+    lam = [p[0] for p in pts]
+    ax.errorbar(lam, [np.mean(p[1]) for p in pts], yerr=[np.std(p[1]) for p in pts],
+                marker="o", capsize=3, label=task)
+  ax.set_xlabel("weighting factor lambda")
+  ax.set_ylabel("target accuracy (%)")
+  ax.set_title("Accuracy against the weighting factor")
+  ax.legend(fontsize=8)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return True
+
+
+def summarize(suite, out):
+  """Writes the tables and plots; returns the Markdown table."""
+  from biwaa_tf.io_utils import atomic_write_text
+  found = collect(suite)
+  if not found:
+    raise FileNotFoundError(f"{suite}: no <task>/<variant>/seed*/results.json found")
+  header, rows = table(found)
+  os.makedirs(out, exist_ok=True)
+  md = markdown(header, rows)
+  atomic_write_text(os.path.join(out, "table.md"), md)
+  atomic_write_text(os.path.join(out, "table.csv"), csv_text(header, rows))
+  written = ["table.md", "table.csv"]
+  if plot_runs(found, os.path.join(out, "runs.png")):
+    written.append("runs.png")
+  if plot_weighting(found, os.path.join(out, "weighting.png")):
+    written.append("weighting.png")
+  return md, written
+
+
+def main(argv):
+  del argv
+  out = FLAGS.out or os.path.join(FLAGS.suite, "summary")
+  try:
+    md, written = summarize(FLAGS.suite, out)
+  except FileNotFoundError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(md)
+  print(f"wrote {', '.join(os.path.join(out, w) for w in written)}")
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(lambda argv: sys.exit(main(argv)))
