@@ -59,7 +59,7 @@ def time_config(name, size):
     model = BIWAAModel(backbone, bench_util.method_config(method, k, b), sgd(1), sgd(10))
     model.build_all(size)
     step = tf.function(model.train_step, jit_compile=FLAGS.jit_compile)
-    times[method] = bench_util.median_time(lambda: float(step(batch)["loss"]), FLAGS.repeats,
+    times[method] = bench_util.median_time(lambda step=step: float(step(batch)["loss"]), FLAGS.repeats,
                                            warmup=2)
     if flops is None:
       flops = forward_flops(backbone, size)
