@@ -2,12 +2,14 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import run_main, tiny_flags
+from conftest import REPO, run_main, tiny_flags
 
 from biwaa_tf.model.biwaa import BIWAAModel, MethodConfig
 from biwaa_tf.train import schedules
@@ -174,3 +176,32 @@ def test_demo_flagfile_end_to_end(tmp_path):
   src = json.loads((tmp_path / "demo" / "source_only" / "results.json").read_text())
   biwaa = json.loads((tmp_path / "demo" / "biwaa" / "results.json").read_text())
   assert src["final_accuracy"] > 0.3 and biwaa["final_accuracy"] > 0.3
+  # The heatmap tool (Fig. 1) on the demo model.
+  png = tmp_path / "heat.png"
+  res = subprocess.run([sys.executable, "tools/heatmap.py",
+                        f"--model_dir={tmp_path / 'demo' / 'biwaa'}", "--count=3",
+                        f"--output={png}"], cwd=REPO, env=dict(os.environ, **env),
+                       capture_output=True, text=True)
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_heatmap_maps_differ_with_weighting():
+  from biwaa_tf.heatmap import discriminator_maps
+  model = tiny_conv_model()
+  x = tf.constant(np.random.default_rng(0).normal(size=(2, 28, 28, 3)), tf.float32)
+  dann, biwaa = discriminator_maps(model, x)
+  assert dann.shape == biwaa.shape == (2, 4, 4)
+  assert dann.min() >= 0 and dann.max() == pytest.approx(1.0)
+  assert np.abs(dann - biwaa).max() > 1e-3
+
+
+def tiny_conv_model():
+  from biwaa_tf.model import backbones
+  keras.utils.set_random_seed(0)
+  backbone, _ = backbones.build_backbone("lenet", 28, "none")
+  model = BIWAAModel(backbone, MethodConfig(num_classes=3, num_target=4), seed=0)
+  f = model.features(tf.zeros([1, 28, 28, 3]))
+  model.classifier(f)
+  model.discriminator(f)
+  return model

@@ -45,7 +45,9 @@ def collect(suite):
 
 def _variant_order(variants):
   known = [v for v in LABELS if v in variants]
-  return known + sorted(v for v in variants if v not in LABELS)
+  sweep = sorted((v for v in variants if v.startswith(WEIGHTING_PREFIX) and v not in LABELS),
+                 key=lambda v: float(v[len(WEIGHTING_PREFIX):]))
+  return known + sweep + sorted(v for v in variants if v not in LABELS and v not in sweep)
 
 
 def table(found):

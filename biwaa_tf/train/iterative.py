@@ -180,3 +180,33 @@ def format_table(summary):
   rows.append(f"final {pct(summary['final_accuracy'])}    "
               f"{pct(summary['final_per_class_accuracy'])}   (%)")
   return "\n".join(rows)
+
+
+def restore_trained(model_dir, run=None):
+  """(cfg, domains, model) of a finished training, from its flags.txt and checkpoint.
+
+  `run` defaults to the last run with a checkpoint. Uses the global absl FLAGS.
+  """
+  import tensorflow as tf
+  from absl import flags as absl_flags
+
+  from biwaa_tf.flags import config_from_flags, define_flags
+  define_flags()
+  path = os.path.join(model_dir, FLAGS_FILE)
+  if not os.path.exists(path):
+    raise UserError(f"{model_dir}: no {FLAGS_FILE}; not a training directory")
+  fv = absl_flags.FLAGS
+  fv.unparse_flags()
+  fv(["biwaa_tf", f"--flagfile={path}"])
+  cfg = config_from_flags(fv)
+  if run is None:
+    done = [r for r in range(cfg.runs)
+            if tf.train.latest_checkpoint(os.path.join(model_dir, f"run_{r}", "ckpt"))]
+    if not done:
+      raise UserError(f"{model_dir}: no checkpoint found")
+    run = done[-1]
+  domains = prepare_data(cfg, check_images=False)
+  model = run_lib.build_model(cfg, domains, cfg.seed + 100 * run)
+  latest = tf.train.latest_checkpoint(os.path.join(model_dir, f"run_{run}", "ckpt"))
+  tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+  return cfg, domains, model

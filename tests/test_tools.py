@@ -1,0 +1,84 @@
+"""run_suite, summarize and the variants, on tiny data and on synthetic results."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO, tiny_flags
+
+from biwaa_tf.variants import variant_flags
+
+sys.path.insert(0, os.path.join(REPO, "tools"))
+import run_suite  # noqa: E402
+import summarize  # noqa: E402
+
+
+def write_result(root, task, variant, seed, accs, pcas=None):
+  d = os.path.join(root, task, variant, f"seed{seed}")
+  os.makedirs(d)
+  pcas = pcas or accs
+  runs = [{"run": i, "accuracy": a, "per_class_accuracy": p} for i, (a, p) in
+          enumerate(zip(accs, pcas))]
+  with open(os.path.join(d, "results.json"), "w") as f:
+    json.dump({"runs": runs, "final_accuracy": accs[-1],
+               "final_per_class_accuracy": pcas[-1]}, f)
+
+
+def test_variant_flags():
+  assert variant_flags("dann_bg") == ["--method=dann", "--feature_weighting", "--runs=1"]
+  assert "--weighting_factor=6" in variant_flags("wf6")
+  with pytest.raises(ValueError):
+    variant_flags("nope")
+
+
+def test_summarize_table_and_plots(tmp_path):
+  root = str(tmp_path)
+  write_result(root, "oh_a2c", "dann", 0, [0.50])
+  write_result(root, "oh_a2c", "dann", 1, [0.60])
+  write_result(root, "dn_c2p", "dann", 0, [0.9], [0.70])
+  write_result(root, "dn_c2p", "dann", 1, [0.9], [0.80])
+  write_result(root, "oh_a2c", "biwaa_i", 0, [0.6, 0.7, 0.8])
+  for lam, acc in ((0, 0.5), (6, 0.7), (20, 0.72)):
+    write_result(root, "oh_a2c", f"wf{lam}", 0, [acc])
+  md, written = summarize.summarize(root, str(tmp_path / "out"))
+  lines = md.splitlines()
+  assert lines[0] == "| Method | dn_c2p | oh_a2c | Avg |"
+  # DomainNet reports per-class accuracy; mean +- population std over seeds;
+  # Avg is the mean over tasks per seed, then mean +- std over seeds.
+  assert "| DANN | 75.0 ± 5.0 | 55.0 ± 5.0 | 65.0 ± 5.0 |" in lines
+  assert [ln.split(" |")[0] for ln in lines[4:]] == [
+      "| BIWAA lambda=0", "| BIWAA lambda=6", "| BIWAA lambda=20"]
+  assert "| BIWAA-I |  | 80.0 |  |" in lines
+  assert set(written) == {"table.md", "table.csv", "runs.png", "weighting.png"}
+  for png in ("runs.png", "weighting.png"):
+    assert (tmp_path / "out" / png).read_bytes()[:4] == b"\x89PNG"
+  assert (tmp_path / "out" / "table.csv").read_text().splitlines()[0] == \
+      "Method,dn_c2p,oh_a2c,Avg"
+
+
+def test_run_suite_runs_cells_once(tiny_domains, tmp_path):
+  root, src, tgt = tiny_domains
+  task = tmp_path / "tiny.flags"
+  args = [a for a in tiny_flags(root, src, tgt, "unused", "--steps_per_run=2")
+          if not a.startswith("--model_dir")]
+  task.write_text("\n".join(args) + "\n")
+  logs = []
+  out = str(tmp_path / "suite")
+  cwd = os.getcwd()
+  os.chdir(REPO)
+  try:
+    failed = run_suite.run_suite([str(task)], ["0", "1"], ["source_only"], out, log=logs.append)
+    again = run_suite.run_suite([str(task)], ["0", "1"], ["source_only"], out, log=logs.append)
+  finally:
+    os.chdir(cwd)
+  assert failed == 0 and again == 0
+  assert len(logs) == 4 and all("skipped" in m for m in logs[2:])
+  for seed in (0, 1):
+    res = json.loads(open(os.path.join(out, "tiny", "source_only", f"seed{seed}",
+                                       "results.json")).read())
+    assert res["method"] == "source_only"
+  header, rows = summarize.table(summarize.collect(out))
+  assert header == ["Method", "tiny", "Avg"] and rows[0][0] == "Source only"
+  assert np.isfinite(float(rows[0][1].split(" ± ")[0]))

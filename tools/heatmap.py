@@ -1,0 +1,82 @@
+"""The paper's Fig. 1 for a trained model: where the discriminator looks, DANN vs BIWAA.
+
+    python tools/heatmap.py --model_dir=runs/demo/biwaa [--count=6] [--output=heatmap.png]
+
+For --count target images (evenly spaced through the target list): the image, the
+Grad-CAM map of the discriminator on the plain features (DANN) and on the
+backprop-weighted features (BIWAA), over the last convolutional feature map.
+"""
+
+import os
+import sys
+
+import numpy as np
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from biwaa_tf.flags import define_flags  # noqa: E402  (--model_dir: the training's)
+
+define_flags()
+flags.DEFINE_integer("count", 6, "Target images to show.")
+flags.DEFINE_string("output", None, "PNG path (default <model_dir>/heatmap.png).")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  import tensorflow as tf
+
+  from biwaa_tf.data import preprocess
+  from biwaa_tf.errors import UserError
+  from biwaa_tf.heatmap import discriminator_maps
+  from biwaa_tf.train import iterative
+  if not FLAGS.model_dir:
+    print("error: --model_dir is required", file=sys.stderr)
+    return 2
+  model_dir, count, output = FLAGS.model_dir, FLAGS.count, FLAGS.output
+  try:
+    cfg, domains, model = iterative.restore_trained(model_dir)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  target = domains.target
+  picks = np.linspace(0, target.size - 1, min(count, target.size)).astype(int)
+  raw, inputs = [], []
+  for i in picks:
+    image = preprocess.decode(target.paths[i])
+    crop = preprocess.center_crop(preprocess.resize(image, cfg.resize_size), cfg.image_size)
+    raw.append(np.clip(crop.numpy(), 0, 255).astype(np.uint8))
+    inputs.append(preprocess.normalize(crop, domains.normalization))
+  dann, biwaa = discriminator_maps(model, tf.stack(inputs), cfg.weighting_factor)
+  output = output or os.path.join(model_dir, "heatmap.png")
+  plot(raw, dann, biwaa, output)
+  print(f"wrote {output}")
+  return 0
+
+
+def plot(raw, dann, biwaa, path):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  n = len(raw)
+  fig, axes = plt.subplots(n, 3, figsize=(6, 2 * n), squeeze=False)
+  size = raw[0].shape[0]
+  for r in range(n):
+    for c, (title, m) in enumerate((("image", None), ("DANN", dann[r]), ("BIWAA", biwaa[r]))):
+      ax = axes[r, c]
+      ax.imshow(raw[r])
+      if m is not None:
+        ax.imshow(m, cmap="jet", alpha=0.5, extent=(-0.5, size - 0.5, size - 0.5, -0.5),
+                  vmin=0, vmax=1, interpolation="bilinear")
+      ax.set_axis_off()
+      if r == 0:
+        ax.set_title(title)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+if __name__ == "__main__":
+  app.run(lambda argv: sys.exit(main(argv)))
