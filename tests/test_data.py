@@ -210,3 +210,25 @@ def test_make_list_round_trip(tmp_path):
   assert open(out).read().splitlines()[0] == "dom/cat/0.png 0"
   back = lists.read_list_file(out, str(tmp_path))
   assert back.class_names == ("cat", "dog") and list(back.labels) == [0, 0, 1, 1]
+
+
+def test_image_unreadable_during_training_is_skipped_and_counted(tmp_path):
+  root = str(tmp_path)
+  path = make_domain(root, "d", [3, 3], seed=0)
+  il = lists.read_list_file(path, root)
+  bad = 4
+  with open(il.paths[bad], "wb") as f:  # corrupted after validation
+    f.write(b"\x89PNG\r\n\x1a\n garbage")
+  opts = pipeline.ImageOptions(28, 28, False, "unit")
+  ds = pipeline.training_pairs(il, il, opts, 4, seed=0, num_classes=2)
+  steps = 6
+  for _, positions in ds.take(steps):
+    last = positions.numpy()
+  skipped = pipeline.skipped_images(last, steps, 4)
+  # Expected: how often the bad index occurs in each domain's stream up to there.
+  for domain, seed in ((0, 0), (1, 1)):
+    balance = il.labels if domain == 0 else None
+    stream = pipeline.index_stream(il.labels, seed, balance, 2).take(int(last[domain]) + 1)
+    expected = sum(int(i) == bad for i, _ in stream.as_numpy_iterator())
+    assert skipped[domain] == expected
+  assert sum(skipped) >= 1

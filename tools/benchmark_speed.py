@@ -59,8 +59,10 @@ def time_config(name, size):
     model = BIWAAModel(backbone, bench_util.method_config(method, k, b), sgd(1), sgd(10))
     model.build_all(size)
     step = tf.function(model.train_step, jit_compile=FLAGS.jit_compile)
-    times[method] = bench_util.median_time(lambda step=step: float(step(batch)["loss"]), FLAGS.repeats,
-                                           warmup=2)
+
+    def run_step(step=step):
+      return float(step(batch)["loss"])
+    times[method] = bench_util.median_time(run_step, FLAGS.repeats, warmup=2)
     if flops is None:
       flops = forward_flops(backbone, size)
   return times, flops

@@ -82,10 +82,12 @@ def index_stream(labels, seed, balance_labels=None, num_classes=None):
 
 
 def train_dataset(image_list, opts, batch_size, seed, balance_labels=None, num_classes=None):
-  """Batches of (images, labels, indices), infinite.
+  """Batches of (images, labels, indices, positions), infinite.
 
-  Augmentation is stateless, seeded by the element's position in the stream,
-  so a resumed iterator reproduces the same crops.
+  `positions` number the elements of the (balanced) index stream: augmentation
+  is seeded by them (stateless, so a resumed iterator reproduces the same
+  crops), and a file that cannot be decoded during training is skipped, leaving
+  a gap in them by which it is counted (see `skipped_images`).
   """
   paths = tf.constant(list(image_list.paths))
   labels = tf.constant(image_list.labels)
@@ -97,7 +99,7 @@ def train_dataset(image_list, opts, batch_size, seed, balance_labels=None, num_c
     view = preprocess.train_view(
         image, opts.resize_size, opts.image_size, opts.flip, opts.mode,
         tf.random.experimental.stateless_fold_in(base, position))
-    return view, tf.gather(labels, index), index
+    return view, tf.gather(labels, index), index, position
 
   ds = index_stream(image_list.labels, seed, balance_labels, num_classes).enumerate()
   ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
@@ -105,15 +107,26 @@ def train_dataset(image_list, opts, batch_size, seed, balance_labels=None, num_c
   return ds.batch(batch_size, drop_remainder=True)
 
 
+def skipped_images(last_positions, steps, batch_size):
+  """Images skipped as undecodable: stream positions used minus images consumed.
+
+  `last_positions` is the last element position of each domain's latest batch.
+  """
+  return [int(p) + 1 - steps * batch_size for p in last_positions]
+
+
 def training_pairs(source, target, opts, batch_size, seed, target_balance=None,
                    num_classes=None):
-  """Zipped ((x_s, y_s), (x_t, index_t, y_t)) batches; y_t is -1 when unknown."""
+  """Elements (((x_s, y_s), (x_t, index_t, y_t)), last positions [2]).
+
+  y_t is -1 when unknown; the positions feed `skipped_images`.
+  """
   src = train_dataset(source, opts, batch_size, seed, source.labels, num_classes)
   tgt = train_dataset(target, opts, batch_size, seed + 1, target_balance, num_classes)
 
   def pair(s, t):
-    (x_s, y_s, _), (x_t, y_t, i_t) = s, t
-    return (x_s, y_s), (x_t, i_t, y_t)
+    (x_s, y_s, _, p_s), (x_t, y_t, i_t, p_t) = s, t
+    return ((x_s, y_s), (x_t, i_t, y_t)), tf.stack([p_s[-1], p_t[-1]])
   ds = tf.data.Dataset.zip(src, tgt).map(pair)
   return ds.prefetch(AUTOTUNE)
 

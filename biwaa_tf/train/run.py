@@ -116,14 +116,15 @@ def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=No
     ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
     logging.info("run %d: resumed from %s at step %d", run, manager.latest_checkpoint,
                  int(model.step.numpy()))
-  _train_steps(cfg, model, iterator, manager, run, run_dir)
-  return _evaluate_and_save(cfg, model, domains, run, run_dir)
+  skipped = _train_steps(cfg, model, iterator, manager, run, run_dir)
+  return _evaluate_and_save(cfg, model, domains, run, run_dir, skipped)
 
 
 def _train_steps(cfg, model, iterator, manager, run, run_dir):
   @tf.function
   def step_fn(it):
-    return model.train_step(next(it))
+    batch, last_positions = next(it)
+    return model.train_step(batch), last_positions
 
   start = int(model.step.numpy())
   writer = tf.summary.create_file_writer(os.path.join(run_dir, "tb"))
@@ -132,8 +133,10 @@ def _train_steps(cfg, model, iterator, manager, run, run_dir):
   shown = ("loss", "loss_cls", "loss_adv", "loss_ms", "disc_acc", "pseudo_acc")
   if cfg.progress:
     print(f"run {run}: steps {start} -> {cfg.steps_per_run}", flush=True)
+  positions = None
   for i in range(start, cfg.steps_per_run):
-    logs = {k: float(v) for k, v in step_fn(iterator).items()}
+    logs, positions = step_fn(iterator)
+    logs = {k: float(v) for k, v in logs.items()}
     if not np.isfinite(logs["loss"]):
       raise NonFiniteLoss(
           f"run {run}: non-finite loss ({logs['loss']}) at step {i}; stopped, the last "
@@ -149,9 +152,16 @@ def _train_steps(cfg, model, iterator, manager, run, run_dir):
     if _FAULT == f"{run}:{step}":
       os.kill(os.getpid(), signal.SIGKILL)
   writer.flush()
+  if positions is None:
+    return [0, 0]
+  skipped = pipeline.skipped_images(positions.numpy(), cfg.steps_per_run, cfg.batch_size)
+  if any(skipped):
+    logging.warning("run %d: skipped %d source and %d target image(s) that could not be "
+                    "decoded during training", run, *skipped)
+  return skipped
 
 
-def _evaluate_and_save(cfg, model, domains, run, run_dir):
+def _evaluate_and_save(cfg, model, domains, run, run_dir, skipped):
   eval_opts = image_options(cfg, domains.normalization, ten_crop=cfg.ten_crop)
   target_probs = predict_probs(model, domains.target, eval_opts, cfg.eval_batch_size)
   io_utils.atomic_save_npy(os.path.join(run_dir, TARGET_PROBS), target_probs)
@@ -160,7 +170,8 @@ def _evaluate_and_save(cfg, model, domains, run, run_dir):
   else:
     eval_probs = predict_probs(model, domains.target_eval, eval_opts, cfg.eval_batch_size)
     io_utils.atomic_save_npy(os.path.join(run_dir, EVAL_PROBS), eval_probs)
-  result = {"run": run, "steps": cfg.steps_per_run}
+  result = {"run": run, "steps": cfg.steps_per_run,
+            "skipped_images": {"source": skipped[0], "target": skipped[1]}}
   result.update(metrics.prediction_report(
       eval_probs, domains.target_eval.labels if domains.target_eval.labelled else None,
       domains.num_classes))
