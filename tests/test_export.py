@@ -104,5 +104,6 @@ def test_tensorboard_has_the_named_scalars(trained):
       tags.update(v.tag for v in event.summary.value)
   for tag in ("train/loss_cls", "train/loss_adv", "train/ms_intra", "train/ms_st",
               "train/ms_tt", "train/ms_ss", "train/lr", "train/grl_coeff", "train/disc_acc",
-              "train/pseudo_acc", "eval/accuracy", "eval/per_class_accuracy"):
+              "train/pseudo_acc", "eval/accuracy", "eval/per_class_accuracy",
+              "eval/predicted_class", "eval/heatmaps_image_dann_biwaa"):
     assert tag in tags, tag

@@ -180,6 +180,10 @@ def _evaluate_and_save(cfg, model, domains, run, run_dir, skipped):
     for k in ("accuracy", "per_class_accuracy", "histogram_tv_distance"):
       if result.get(k) is not None:
         tf.summary.scalar(f"eval/{k}", result[k])
+    tf.summary.histogram("eval/predicted_class", np.argmax(target_probs, axis=1),
+                         buckets=domains.num_classes)
+    if cfg.adversarial:
+      _log_heatmaps(cfg, model, domains)
   writer.flush()
   io_utils.atomic_write_json(os.path.join(run_dir, RESULT_FILE), result)
   return result
@@ -193,3 +197,25 @@ def export_run(cfg, domains, run, run_dir, export_dir):
   tf.train.Checkpoint(model=model).restore(latest).expect_partial()
   export.export_saved_model(model, export_dir, domains.class_names,
                             image_options(cfg, domains.normalization, cfg.ten_crop))
+
+
+def _log_heatmaps(cfg, model, domains, count=4):
+  """TensorBoard images: target images | DANN map | BIWAA-weighted map (tools/heatmap.py)."""
+  from biwaa_tf.data import preprocess
+  from biwaa_tf.heatmap import discriminator_maps
+  picks = np.linspace(0, domains.target.size - 1, min(count, domains.target.size)).astype(int)
+  raw = [preprocess.center_crop(preprocess.resize(preprocess.decode(domains.target.paths[i]),
+                                                  cfg.resize_size), cfg.image_size)
+         for i in picks]
+  x = tf.stack([preprocess.normalize(r, domains.normalization) for r in raw])
+  try:
+    dann, biwaa = discriminator_maps(model, x, cfg.weighting_factor)
+  except ValueError:  # a backbone without a convolutional feature map
+    return
+  size = cfg.image_size
+
+  def overlay(maps):
+    up = tf.image.resize(maps[..., None], [size, size])
+    return tf.concat([up, tf.zeros_like(up), 1.0 - up], axis=-1)  # red = attended
+  images = tf.concat([tf.stack(raw) / 255.0, overlay(dann), overlay(biwaa)], axis=2)
+  tf.summary.image("eval/heatmaps_image_dann_biwaa", images, max_outputs=count)
