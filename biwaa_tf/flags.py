@@ -95,6 +95,20 @@ def define_flags():
                        "with different flags.")
   flags.DEFINE_boolean("deterministic", False, "Enable TensorFlow op determinism.")
   flags.DEFINE_boolean("progress", True, "Show a progress bar while training.")
+  # Scale-out and speed.
+  flags.DEFINE_enum("distribution_strategy", "auto",
+                    ["auto", "one_device", "mirrored", "multi_worker_mirrored"],
+                    "auto: MirroredStrategy over all local GPUs (or --cpu_replicas logical "
+                    "CPUs) when there are two or more, else one device; "
+                    "multi_worker_mirrored takes the cluster from TF_CONFIG. --batch_size "
+                    "stays the global batch per domain.")
+  flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into this many logical devices "
+                       "(to run and test MirroredStrategy without GPUs).")
+  flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16"],
+                    "Compute the backbone and bottleneck in bfloat16 (variables, the "
+                    "classifier, the weighting and the losses stay float32).")
+  flags.DEFINE_boolean("jit_compile", False, "Compile the training step with XLA (a GPU "
+                       "option: slower for ResNet-50 on CPU).")
   flags.DEFINE_boolean("dry_run", False, "Resolve and validate the flags and list files, "
                        "print the plan and exit without reading images or writing.")
 
@@ -141,6 +155,10 @@ class TrainConfig:
   overwrite: bool
   deterministic: bool
   progress: bool
+  distribution_strategy: str
+  cpu_replicas: int
+  mixed_precision: str
+  jit_compile: bool
   dry_run: bool
 
   @property
@@ -176,6 +194,7 @@ def config_from_flags(fv=None):
   _require(0 <= fv.centroid_decay <= 1, "centroid_decay", "must be in [0, 1]")
   _require(0 <= fv.within_run_momentum <= 1, "within_run_momentum", "must be in [0, 1]")
   _require(fv.grl_ramp_steps > 0, "grl_ramp_steps", "must be positive")
+  _require(fv.cpu_replicas >= 0, "cpu_replicas", "must be >= 0")
   if fv.method == "source_only":
     _require(not values["feature_weighting"], "feature_weighting",
              "needs an adversarial method (--method=dann or biwaa)")

@@ -58,10 +58,17 @@ def run(argv=None):
     if cfg.dry_run:
       print(iterative.plan(cfg))
       return 0
+    import tensorflow as tf
+
+    from biwaa_tf.train import distribute
+    # The strategy first: collective ops must be set up before TF runs anything.
+    distribute.configure_cpu_replicas(cfg.cpu_replicas)
+    strategy = distribute.make_strategy(cfg.distribution_strategy)
     if cfg.deterministic:
-      import tensorflow as tf
       tf.config.experimental.enable_op_determinism()
-    summary = iterative.train(cfg)
+    summary = iterative.train(cfg, strategy)
+    if summary is None:  # a non-chief worker: the chief writes the results
+      return 0
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

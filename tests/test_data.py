@@ -222,8 +222,8 @@ def test_image_unreadable_during_training_is_skipped_and_counted(tmp_path):
   opts = pipeline.ImageOptions(28, 28, False, "unit")
   ds = pipeline.training_pairs(il, il, opts, 4, seed=0, num_classes=2)
   steps = 6
-  for _, positions in ds.take(steps):
-    last = positions.numpy()
+  for _, (p_s, p_t) in ds.take(steps):
+    last = [int(p_s.numpy().max()), int(p_t.numpy().max())]
   skipped = pipeline.skipped_images(last, steps, 4)
   # Expected: how often the bad index occurs in each domain's stream up to there.
   for domain, seed in ((0, 0), (1, 1)):

@@ -110,14 +110,14 @@ def train_dataset(image_list, opts, batch_size, seed, balance_labels=None, num_c
 def skipped_images(last_positions, steps, batch_size):
   """Images skipped as undecodable: stream positions used minus images consumed.
 
-  `last_positions` is the last element position of each domain's latest batch.
+  `last_positions` is the largest element position of each domain's latest batch.
   """
   return [int(p) + 1 - steps * batch_size for p in last_positions]
 
 
 def training_pairs(source, target, opts, batch_size, seed, target_balance=None,
                    num_classes=None):
-  """Elements (((x_s, y_s), (x_t, index_t, y_t)), last positions [2]).
+  """Elements (((x_s, y_s), (x_t, index_t, y_t)), (positions_s, positions_t)).
 
   y_t is -1 when unknown; the positions feed `skipped_images`.
   """
@@ -126,7 +126,7 @@ def training_pairs(source, target, opts, batch_size, seed, target_balance=None,
 
   def pair(s, t):
     (x_s, y_s, _, p_s), (x_t, y_t, i_t, p_t) = s, t
-    return ((x_s, y_s), (x_t, i_t, y_t)), tf.stack([p_s[-1], p_t[-1]])
+    return ((x_s, y_s), (x_t, i_t, y_t)), (p_s, p_t)
   ds = tf.data.Dataset.zip(src, tgt).map(pair)
   return ds.prefetch(AUTOTUNE)
 

@@ -37,8 +37,9 @@ def _xavier_dense(units, name, activation=None):
 class Discriminator(keras.layers.Layer):
   """G_d: 256 -> 1024 -> 1024 -> 1 logit, ReLU and dropout 0.5 between.
 
-  Dropout is stateless, seeded by (seed, training step), so that a resumed
-  training draws the same masks as an uninterrupted one.
+  Dropout is stateless: the masks are drawn for the whole global batch from
+  (seed, training step) and each replica takes its rows (`rows`), so that a
+  resumed training, and N replicas, draw the masks one device would.
   """
 
   def __init__(self, seed=0, rate=0.5, **kwargs):
@@ -48,13 +49,15 @@ class Discriminator(keras.layers.Layer):
     self.hidden = [_xavier_dense(1024, "d1", "relu"), _xavier_dense(1024, "d2", "relu")]
     self.out = _xavier_dense(1, "d_out")
 
-  def call(self, x, step=None, training=False):
+  def call(self, x, step=None, rows=None, global_rows=None, training=False):
     h = x
     for j, layer in enumerate(self.hidden):
       h = layer(h)
       if training:
         seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64) * 2 + j])
-        h = tf.nn.experimental.stateless_dropout(h, self.rate, seed=seed)
+        u = tf.random.stateless_uniform([global_rows, tf.shape(h)[1]], seed)
+        keep = tf.cast(tf.gather(u, rows) >= self.rate, h.dtype)
+        h = h * keep / tf.cast(1.0 - self.rate, h.dtype)
     return self.out(h)
 
 
@@ -75,12 +78,18 @@ class BIWAAModel(keras.Model):
     self.config = c = config
     self.backbone = backbone
     self.bottleneck = _xavier_dense(c.bottleneck_dim, "bottleneck")
-    self.classifier = _xavier_dense(c.num_classes, "classifier")
+    # The classifier stays float32 under mixed precision: the logits, the
+    # losses and the backprop-induced weights are computed in float32.
+    self.classifier = keras.layers.Dense(
+        c.num_classes, name="classifier", kernel_initializer="glorot_normal",
+        bias_initializer="zeros", dtype="float32")
     self.discriminator = Discriminator(seed, name="discriminator")
     self.backbone_optimizer = backbone_optimizer
     self.head_optimizer = head_optimizer
     k, d, n = c.num_classes, c.bottleneck_dim, max(c.num_target, 1)
-    state = dict(trainable=False)
+    # Every replica computes the same new value (from all replicas' samples):
+    # the first replica's is kept.
+    state = dict(trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     self.step = tf.Variable(0, dtype=tf.int64, name="step", **state)
     self.source_centroids = tf.Variable(tf.zeros([k, d]), name="source_centroids", **state)
     self.target_centroids = tf.Variable(tf.zeros([k, d]), name="target_centroids", **state)
@@ -131,7 +140,7 @@ class BIWAAModel(keras.Model):
       self.source_centroids.assign(centroids[0])
       self.target_centroids.assign(centroids[1])
     self.step.assign_add(1)
-    logs.update(loss=total, grl_coeff=coeff, lr=self.backbone_optimizer.learning_rate)
+    logs.update(loss=total, grl_coeff=coeff)
     return logs
 
   def forward(self, x_s, x_t):
@@ -151,8 +160,12 @@ class BIWAAModel(keras.Model):
     if c.within_run_aggregation:
       p = aggregation.within_run_update(self.agg_table, self.agg_seen, idx_t, p,
                                         c.within_run_momentum)
-      self.agg_table.scatter_nd_update(idx_t[:, None], p)
-      self.agg_seen.scatter_nd_update(idx_t[:, None], tf.ones_like(idx_t, tf.bool))
+      ctx = tf.distribute.get_replica_context()
+      all_idx = ctx.all_gather(idx_t, axis=0)[:, None]
+      self.agg_table.assign(
+          tf.tensor_scatter_nd_update(self.agg_table, all_idx, ctx.all_gather(p, axis=0)))
+      self.agg_seen.assign(tf.tensor_scatter_nd_update(
+          self.agg_seen, all_idx, tf.ones_like(all_idx[:, 0], tf.bool)))
     if c.bootstrap_steps > 0:
       u = schedules.bootstrap_weight(self.step, c.bootstrap_steps)
       u = tf.where(self.has_prev, u, 1.0)
@@ -162,6 +175,8 @@ class BIWAAModel(keras.Model):
   def semantic_loss(self, f_s, y_s, f_t, y_t, coeff):
     """Moving-centroid loss on the unweighted features; also the new memories."""
     c = self.config
+    f_s, y_s, f_t, y_t = _gather_global(tf.cast(f_s, tf.float32), y_s,
+                                        tf.cast(f_t, tf.float32), y_t)
     new_s = losses.update_centroids(self.source_centroids, f_s, y_s, c.num_classes,
                                     c.centroid_decay)
     new_t = losses.update_centroids(self.target_centroids, f_t, y_t, c.num_classes,
@@ -176,12 +191,14 @@ class BIWAAModel(keras.Model):
     if c.feature_weighting:
       # One joint pass: the per-sample L2 normalisation cancels the batch-mean
       # factor, so this equals the two per-domain passes of the reference.
-      w = losses.feature_weights(f, tf.concat([y_s, y_t], 0), self.classifier,
-                                 c.weighting_factor)
-      f = f * w
+      w = losses.feature_weights(tf.cast(f, tf.float32), tf.concat([y_s, y_t], 0),
+                                 self.classifier, c.weighting_factor)
+      f = f * tf.cast(w, f.dtype)
     reversal = 1.0 if c.paper_loss else coeff
-    d_logits = self.discriminator(gradient_reversal(f, reversal), step=self.step,
-                                  training=True)[:, 0]
+    rows, global_rows = _global_rows(tf.shape(f_s)[0])
+    d_logits = tf.cast(self.discriminator(gradient_reversal(f, reversal), step=self.step,
+                                          rows=rows, global_rows=global_rows,
+                                          training=True)[:, 0], tf.float32)
     b = tf.shape(f_s)[0]
     d = tf.concat([tf.ones([b]), tf.zeros([tf.shape(f_t)[0]])], 0)
     loss = losses.domain_adversarial_loss(d_logits, d)
@@ -204,14 +221,39 @@ class BIWAAModel(keras.Model):
             (self.head_optimizer, head))
 
   def apply_losses(self, tape, total):
-    """SGD step per layer group (10x lr on new layers), coupled weight decay."""
+    """SGD step per layer group (10x lr on new layers), coupled weight decay.
+
+    Replicas: every loss is a mean over the replica's share of the global batch
+    (or, for the centroid loss, the same global value on every replica), and the
+    Keras optimizers sum gradients over replicas: so the gradients, and the
+    decay term, are divided by the number of replicas here, once.
+    """
+    replicas = tf.distribute.get_replica_context().num_replicas_in_sync
     groups = self._optimizer_groups()
     all_vars = [v for _, vs in groups for v in vs]
-    grads = tape.gradient(total, all_vars)
+    grads = [g if g is None else g / replicas for g in tape.gradient(total, all_vars)]
+    decay = self.config.weight_decay / replicas
     start = 0
     for opt, variables in groups:
       g = grads[start:start + len(variables)]
       start += len(variables)
-      pairs = [(gi + self.config.weight_decay * v if gi is not None else None, v)
+      pairs = [(gi + decay * v if gi is not None else None, v)
                for gi, v in zip(g, variables)]
       opt.apply_gradients([(gi, v) for gi, v in pairs if gi is not None])
+
+
+def _gather_global(*tensors):
+  """All replicas' rows, in replica order (identity on one device; differentiable)."""
+  ctx = tf.distribute.get_replica_context()
+  if ctx.num_replicas_in_sync == 1:
+    return tensors
+  return tuple(ctx.all_gather(t, axis=0) for t in tensors)
+
+
+def _global_rows(b):
+  """Rows of this replica's [source; target] batch in the global [source; target] batch."""
+  ctx = tf.distribute.get_replica_context()
+  r = ctx.num_replicas_in_sync
+  first = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * b
+  local = tf.range(b) + first
+  return tf.concat([local, local + b * r], 0), 2 * b * r

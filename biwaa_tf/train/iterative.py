@@ -20,7 +20,7 @@ from biwaa_tf.data import lists
 from biwaa_tf.errors import UserError
 from biwaa_tf.flags import resolved_flags_text
 from biwaa_tf.model.backbones import BACKBONES
-from biwaa_tf.train import aggregation
+from biwaa_tf.train import aggregation, distribute
 from biwaa_tf.train import run as run_lib
 
 FLAGS_FILE = "flags.txt"
@@ -28,7 +28,7 @@ RESULTS_FILE = "results.json"
 EXPORT_DIR = "export"
 # Flags that do not change what is trained: a resumed command may differ in them.
 _RESUME_FREE = ("runs", "overwrite", "progress", "log_every", "checkpoint_every",
-                "eval_batch_size")
+                "eval_batch_size", "dry_run")
 NORMALIZATION = {"resnet50": "caffe", "lenet": "unit"}
 
 
@@ -111,10 +111,15 @@ def earlier_aggregate(cfg, run_dirs):
   return aggregation.across_run_aggregate(probs, cfg.across_run_decay)
 
 
-def train(cfg):
+def train(cfg, strategy=None):
   """Trains cfg.runs runs (resuming), writes results.json, returns it."""
+  import tensorflow as tf
+  strategy = strategy or tf.distribute.get_strategy()
+  distribute.check_batch(strategy, cfg.batch_size)
   domains = prepare_data(cfg)
-  prepare_model_dir(cfg, domains)
+  chief = distribute.is_chief(strategy)
+  if chief:
+    prepare_model_dir(cfg, domains)
   logging.info("source %s: %d images; target %s: %d; eval %s: %d; %d classes",
                domains.source.name, domains.source.size, domains.target.name,
                domains.target.size, domains.target_eval.name, domains.target_eval.size,
@@ -129,12 +134,17 @@ def train(cfg):
     else:
       agg = earlier_aggregate(cfg, run_dirs)
       result = run_lib.train_run(cfg, domains, r, run_dir, agg,
-                                 target_balance_labels(cfg, domains, agg))
+                                 target_balance_labels(cfg, domains, agg), strategy)
       trained = True
+      if not chief:
+        run_dirs.append(run_dir)
+        continue
       if run_lib._FAULT == f"{r}:done":
         os.kill(os.getpid(), signal.SIGKILL)
     results.append(result)
     run_dirs.append(run_dir)
+  if not chief:
+    return None
   export_dir = os.path.join(cfg.model_dir, EXPORT_DIR)
   if trained or not os.path.exists(export_dir):
     run_lib.export_run(cfg, domains, cfg.runs - 1, run_dirs[-1], export_dir)

@@ -3,7 +3,9 @@
 import dataclasses
 import logging
 import os
+import shutil
 import signal
+import tempfile
 
 import keras
 import numpy as np
@@ -14,7 +16,7 @@ from biwaa_tf.data import pipeline
 from biwaa_tf.errors import UserError
 from biwaa_tf.model import backbones
 from biwaa_tf.model.biwaa import BIWAAModel, MethodConfig
-from biwaa_tf.train import metrics, schedules
+from biwaa_tf.train import distribute, metrics, schedules
 
 RESULT_FILE = "run_result.json"
 # Fault injection for the kill-and-resume tests: SIGKILL this process right
@@ -67,6 +69,8 @@ def make_optimizers(cfg):
 
 
 def build_model(cfg, domains, seed):
+  keras.mixed_precision.set_global_policy(
+      "mixed_bfloat16" if cfg.mixed_precision == "bfloat16" else "float32")
   keras.utils.set_random_seed(seed)
   backbone, _ = backbones.build_backbone(cfg.backbone, cfg.image_size, cfg.backbone_weights)
   backbone_opt, head_opt = make_optimizers(cfg)
@@ -88,14 +92,18 @@ def predict_probs(model, image_list, opts, batch_size):
   return np.concatenate(parts).astype(np.float32)
 
 
-def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=None):
+def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=None,
+              strategy=None):
   """Trains run `run` into `run_dir` (resuming from its checkpoint) and evaluates.
 
   Returns the run's result dict (also written to run_dir/run_result.json last,
-  which marks the run complete).
+  which marks the run complete; by the chief only, under multi-worker training).
   """
+  strategy = strategy or tf.distribute.get_strategy()
+  chief = distribute.is_chief(strategy)
   seed = cfg.seed + 100 * run
-  model = build_model(cfg, domains, seed)
+  with strategy.scope():
+    model = build_model(cfg, domains, seed)
   if prev_aggregate is not None:
     model.prev_aggregate.assign(prev_aggregate)
     model.has_prev.assign(True)
@@ -111,32 +119,51 @@ def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=No
   iterator = iter(data)
   ckpt = tf.train.Checkpoint(model=model, backbone_optimizer=model.backbone_optimizer,
                              head_optimizer=model.head_optimizer, data=iterator)
-  manager = tf.train.CheckpointManager(ckpt, os.path.join(run_dir, "ckpt"), max_to_keep=2)
-  if manager.latest_checkpoint:
-    ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    logging.info("run %d: resumed from %s at step %d", run, manager.latest_checkpoint,
-                 int(model.step.numpy()))
-  skipped = _train_steps(cfg, model, iterator, manager, run, run_dir)
+  ckpt_dir = os.path.join(run_dir, "ckpt")
+  if not chief:  # other workers save too (collectives), into a scratch directory
+    ckpt_dir = tempfile.mkdtemp(prefix="biwaa-worker-ckpt-")
+  manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=2)
+  latest = tf.train.latest_checkpoint(os.path.join(run_dir, "ckpt"))
+  if latest:
+    ckpt.restore(latest).assert_existing_objects_matched()
+    logging.info("run %d: resumed from %s at step %d", run, latest, int(model.step.numpy()))
+  skipped = _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief)
+  if not chief:
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return None
   return _evaluate_and_save(cfg, model, domains, run, run_dir, skipped)
 
 
-def _train_steps(cfg, model, iterator, manager, run, run_dir):
+def _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief):
+  # A nested tf.function only for XLA: collectives inside one lose their
+  # device placement under MultiWorkerMirroredStrategy.
+  train_step = (tf.function(model.train_step, jit_compile=True) if cfg.jit_compile
+                else model.train_step)
+
   @tf.function
   def step_fn(it):
-    batch, last_positions = next(it)
-    return model.train_step(batch), last_positions
+    batch, positions = next(it)
+    batch = distribute.split_batch(strategy, batch, cfg.batch_size)
+    # tf.identity places each replica's rows on its device (collectives need it).
+    logs = strategy.run(lambda b: train_step(tf.nest.map_structure(tf.identity, b)),
+                        args=(batch,))
+    logs = {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+            for k, v in logs.items()}
+    return logs, tf.stack([tf.reduce_max(p) for p in positions])
 
   start = int(model.step.numpy())
-  writer = tf.summary.create_file_writer(os.path.join(run_dir, "tb"))
-  bar = keras.utils.Progbar(cfg.steps_per_run, verbose=1 if cfg.progress else 0,
+  writer = (tf.summary.create_file_writer(os.path.join(run_dir, "tb")) if chief
+            else tf.summary.create_noop_writer())
+  bar = keras.utils.Progbar(cfg.steps_per_run, verbose=1 if cfg.progress and chief else 0,
                             stateful_metrics=["grl_coeff", "lr"])
   shown = ("loss", "loss_cls", "loss_adv", "loss_ms", "disc_acc", "pseudo_acc")
-  if cfg.progress:
+  if cfg.progress and chief:
     print(f"run {run}: steps {start} -> {cfg.steps_per_run}", flush=True)
   positions = None
   for i in range(start, cfg.steps_per_run):
     logs, positions = step_fn(iterator)
     logs = {k: float(v) for k, v in logs.items()}
+    logs["lr"] = float(schedules.inv_lr(i, cfg.lr))  # the backbone's; new layers x10
     if not np.isfinite(logs["loss"]):
       raise NonFiniteLoss(
           f"run {run}: non-finite loss ({logs['loss']}) at step {i}; stopped, the last "

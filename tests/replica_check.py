@@ -1,0 +1,90 @@
+"""Helper for test_distribute.py: 1 device vs 2 logical CPU replicas, same batches.
+
+Run as a script (the logical devices must be set before TensorFlow starts).
+Prints one JSON line with the measured differences.
+"""
+
+import json
+import sys
+
+import tensorflow as tf
+
+from biwaa_tf.train import distribute
+
+distribute.configure_cpu_replicas(2)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from biwaa_tf.model.biwaa import BIWAAModel, MethodConfig  # noqa: E402
+from biwaa_tf.train import schedules  # noqa: E402
+
+STEPS, B, K, N = 20, 8, 3, 16
+
+
+def build(strategy):
+  with strategy.scope():
+    keras.utils.set_random_seed(0)
+    backbone = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(),
+                                 keras.layers.Dense(8, activation="relu")])
+    sgd = lambda m: keras.optimizers.SGD(schedules.InvSchedule(0.005, m), momentum=0.9,  # noqa
+                                         nesterov=True)
+    model = BIWAAModel(backbone, MethodConfig(num_classes=K, num_target=N, bottleneck_dim=5),
+                       sgd(1.0), sgd(10.0), seed=0)
+    model.build_all(4)
+  return model
+
+
+def batches():
+  rng = np.random.default_rng(0)
+  for _ in range(STEPS):
+    yield ((tf.constant(rng.normal(size=(B, 4, 4, 3)), tf.float32),
+            tf.constant(rng.integers(0, K, B), tf.int64)),
+           (tf.constant(rng.normal(size=(B, 4, 4, 3)), tf.float32),
+            tf.constant(rng.choice(N, B, replace=False), tf.int64),
+            tf.constant(rng.integers(0, K, B), tf.int64)))
+
+
+def train(strategy):
+  model = build(strategy)
+  step = tf.function(lambda batch: strategy.run(
+      model.train_step, args=(distribute.split_batch(strategy, batch, B),)))
+  losses = []
+  for batch in batches():
+    logs = step(batch)
+    losses.append(float(strategy.reduce(tf.distribute.ReduceOp.MEAN, logs["loss"], axis=None)))
+  return model, np.array(losses)
+
+
+def replica_spread(var):
+  values = [np.asarray(v.numpy(), np.float64) for v in var.values] if hasattr(
+      var, "values") else [np.asarray(var.numpy(), np.float64)]
+  return float(max(np.abs(v - values[0]).max() for v in values)), len(values)
+
+
+def main():
+  cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+  one, one_losses = train(tf.distribute.OneDeviceStrategy(cpus[0]))
+  two_strategy = tf.distribute.MirroredStrategy(
+      cpus, cross_device_ops=tf.distribute.ReductionToOneDevice())
+  two, two_losses = train(two_strategy)
+  weights = max(float(np.abs(a.numpy() - b.numpy()).max())
+                for a, b in zip(one.trainable_variables, two.trainable_variables))
+  out = {"replicas": two_strategy.num_replicas_in_sync,
+         "loss_max_abs_diff": float(np.abs(one_losses - two_losses).max()),
+         "loss_first": float(one_losses[0]), "loss_last": float(one_losses[-1]),
+         "weights_max_abs_diff": weights,
+         "weights_moved": max(float(np.abs(v.numpy()).max()) for v in
+                              one.discriminator.trainable_variables)}
+  for name in ("source_centroids", "target_centroids", "agg_table", "agg_seen", "step"):
+    spread, copies = replica_spread(getattr(two, name))
+    out[f"{name}_replica_spread"] = spread
+    out[f"{name}_copies"] = copies
+    a = getattr(one, name).numpy().astype(np.float64)
+    b = getattr(two, name).numpy().astype(np.float64)
+    out[f"{name}_vs_one_device"] = float(np.abs(a - b).max())
+  print(json.dumps(out))
+
+
+if __name__ == "__main__":
+  sys.exit(main())
