@@ -5,6 +5,7 @@ Prints one JSON line with the measured differences.
 """
 
 import json
+import os
 import sys
 
 import tensorflow as tf
@@ -19,7 +20,9 @@ import numpy as np  # noqa: E402
 from biwaa_tf.model.biwaa import BIWAAModel, MethodConfig  # noqa: E402
 from biwaa_tf.train import schedules  # noqa: E402
 
-STEPS, B, K, N = 20, 8, 3, 16
+STEPS, B, K, N = int(os.environ.get("STEPS", 20)), 8, 3, 16
+# Method switches as key=0/1 arguments, e.g. ms_loss=0 (for bisecting).
+OVERRIDES = {k: bool(int(v)) for k, v in (a.split("=") for a in sys.argv[1:])}
 
 
 def build(strategy):
@@ -29,7 +32,8 @@ def build(strategy):
                                  keras.layers.Dense(8, activation="relu")])
     sgd = lambda m: keras.optimizers.SGD(schedules.InvSchedule(0.005, m), momentum=0.9,  # noqa
                                          nesterov=True)
-    model = BIWAAModel(backbone, MethodConfig(num_classes=K, num_target=N, bottleneck_dim=5),
+    model = BIWAAModel(backbone, MethodConfig(num_classes=K, num_target=N, bottleneck_dim=5,
+                                              **OVERRIDES),
                        sgd(1.0), sgd(10.0), seed=0)
     model.build_all(4)
   return model
@@ -72,6 +76,7 @@ def main():
                 for a, b in zip(one.trainable_variables, two.trainable_variables))
   out = {"replicas": two_strategy.num_replicas_in_sync,
          "loss_max_abs_diff": float(np.abs(one_losses - two_losses).max()),
+         "first_divergent_step": int(np.argmax(np.abs(one_losses - two_losses) > 1e-4)),
          "loss_first": float(one_losses[0]), "loss_last": float(one_losses[-1]),
          "weights_max_abs_diff": weights,
          "weights_moved": max(float(np.abs(v.numpy()).max()) for v in

@@ -187,7 +187,7 @@ def test_rejected_candidates_are_never_decoded(tmp_path):
   preprocess.decode = counting_decode
   try:
     ds = pipeline.train_dataset(il, opts, 10, seed=0, balance_labels=il.labels, num_classes=2)
-    _, y, _ = next(iter(ds.take(1)))
+    _, y, _, _ = next(iter(ds.take(1)))
   finally:
     preprocess.decode = original
   # A balanced batch of 10 needs ~200 candidates (acceptance 2/40); decoding

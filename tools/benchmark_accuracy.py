@@ -1,7 +1,7 @@
 """Accuracy of every variant on the demo's shifted digits, 3 seeds, as a Markdown table.
 
     python tools/benchmark_accuracy.py [--output=runs/accuracy] [--seeds=0,1,2]
-        [--runs=3] [--steps_per_run=600]
+        [--iterative_runs=3] [--steps_per_run=600]
 
 Variants: source-only, DANN, DANN+BG, BIWAA (one run), BIWAA-I (--runs runs) and
 the oracle class-balanced loader (true target labels, loading only). BIWAA is run 0
@@ -45,7 +45,7 @@ def derive_biwaa_cells(output, task):
 def main(argv):
   del argv
   output = FLAGS.output if FLAGS.output != "runs/suite" else "runs/accuracy"
-  runs = FLAGS.runs or 3
+  runs = FLAGS.iterative_runs or 3
   failed = run_suite.run_suite([FLAGS.task], FLAGS.seeds, VARIANTS, output, runs,
                                [f"--steps_per_run={FLAGS.steps_per_run}"],
                                log=lambda m: print(m, flush=True))

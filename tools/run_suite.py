@@ -2,7 +2,7 @@
 
     python tools/run_suite.py --tasks=configs/demo.flags --seeds=0,1,2 \
         --variants=source_only,dann,dann_bg,biwaa,biwaa_i,oracle --output=runs/suite \
-        [--runs=3] [-- --data_root=/data --steps_per_run=800]
+        [--iterative_runs=3] [-- --data_root=/data --steps_per_run=800]
 
 Cell directory: <output>/<task>/<variant>/seed<s>. A cell whose results.json exists
 is skipped; an interrupted cell resumes from its checkpoints. Flags after `--` go to
@@ -24,7 +24,7 @@ flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 flags.DEFINE_list("variants", ["source_only", "dann", "dann_bg", "biwaa", "biwaa_i"],
                   "Variants to run.")
 flags.DEFINE_string("output", "runs/suite", "Root of the cell directories.")
-flags.DEFINE_integer("runs", None, "--runs for biwaa_i (default: the task's).")
+flags.DEFINE_integer("iterative_runs", None, "--runs for biwaa_i (default: the task's).")
 FLAGS = flags.FLAGS
 
 
@@ -80,8 +80,8 @@ def main(argv):
     except ValueError as e:
       print(f"error: --variants: {e}", file=sys.stderr)
       return 2
-  failed = run_suite(FLAGS.tasks, FLAGS.seeds, FLAGS.variants, FLAGS.output, FLAGS.runs,
-                     extra, log=lambda m: print(m, flush=True))
+  failed = run_suite(FLAGS.tasks, FLAGS.seeds, FLAGS.variants, FLAGS.output,
+                     FLAGS.iterative_runs, extra, log=lambda m: print(m, flush=True))
   return 1 if failed else 0
 
 

@@ -136,10 +136,13 @@ class BIWAAModel(keras.Model):
         logs.update(loss_adv=loss_adv, disc_acc=disc_acc,
                     pseudo_acc=self.pseudo_label_accuracy(y_t, y_t_true))
     self.apply_losses(tape, total)                                        # line 27
-    if c.adversarial and c.ms_loss:
-      self.source_centroids.assign(centroids[0])
-      self.target_centroids.assign(centroids[1])
-    self.step.assign_add(1)
+    # The state is written only after every replica has read it (total depends
+    # on each read; merge_call joins all replicas' control dependencies).
+    with tf.control_dependencies([total]):
+      if c.adversarial and c.ms_loss:
+        self.source_centroids.assign(centroids[0])
+        self.target_centroids.assign(centroids[1])
+      self.step.assign_add(1)
     logs.update(loss=total, grl_coeff=coeff)
     return logs
 
@@ -162,10 +165,11 @@ class BIWAAModel(keras.Model):
                                         c.within_run_momentum)
       ctx = tf.distribute.get_replica_context()
       all_idx = ctx.all_gather(idx_t, axis=0)[:, None]
-      self.agg_table.assign(
-          tf.tensor_scatter_nd_update(self.agg_table, all_idx, ctx.all_gather(p, axis=0)))
-      self.agg_seen.assign(tf.tensor_scatter_nd_update(
-          self.agg_seen, all_idx, tf.ones_like(all_idx[:, 0], tf.bool)))
+      with tf.control_dependencies([p]):  # after every replica's read (see train_step)
+        self.agg_table.assign(
+            tf.tensor_scatter_nd_update(self.agg_table, all_idx, ctx.all_gather(p, axis=0)))
+        self.agg_seen.assign(tf.tensor_scatter_nd_update(
+            self.agg_seen, all_idx, tf.ones_like(all_idx[:, 0], tf.bool)))
     if c.bootstrap_steps > 0:
       u = schedules.bootstrap_weight(self.step, c.bootstrap_steps)
       u = tf.where(self.has_prev, u, 1.0)
