@@ -84,6 +84,9 @@ def export_saved_model(model, export_dir, class_names, opts):
 
 def load(export_dir):
   """Loads an exported model; returns (the loaded object, class names)."""
+  from biwaa_tf.errors import UserError
+  if not os.path.isfile(os.path.join(export_dir, "saved_model.pb")):
+    raise UserError(f"{export_dir}: not an exported model (no saved_model.pb)")
   loaded = tf.saved_model.load(export_dir)
   names = [n.decode() for n in loaded.class_names()["class_names"].numpy()]
   return loaded, names

@@ -40,6 +40,7 @@ def forward_flops(backbone, size):
 def time_config(name, size):
   import bench_util
   import keras
+  import numpy as np
   import tensorflow as tf
 
   from biwaa_tf.model import backbones
@@ -50,7 +51,7 @@ def time_config(name, size):
   batch = ((rng.normal([b, size, size, 3]), tf.range(b, dtype=tf.int64) % k),
            (rng.normal([b, size, size, 3]), tf.range(b, dtype=tf.int64),
             -tf.ones([b], tf.int64)))
-  times, flops = {}, None
+  steps, flops = {}, None
   for method in bench_util.METHODS:
     keras.utils.set_random_seed(0)
     backbone, _ = backbones.build_backbone(name, size, "none")
@@ -59,12 +60,19 @@ def time_config(name, size):
     model = BIWAAModel(backbone, bench_util.method_config(method, k, b), sgd(1), sgd(10))
     model.build_all(size)
     step = tf.function(model.train_step, jit_compile=FLAGS.jit_compile)
-
-    def run_step(step=step):
-      return float(step(batch)["loss"])
-    times[method] = bench_util.median_time(run_step, FLAGS.repeats, warmup=2)
+    for _ in range(2):  # warm-up: tracing, allocation
+      float(step(batch)["loss"])
+    steps[method] = step
     if flops is None:
       flops = forward_flops(backbone, size)
+  # Round-robin: each repetition times every method once, so that drift in the
+  # machine's speed hits all methods alike; the median per method is reported.
+  samples = {m: [] for m in steps}
+  for _ in range(FLAGS.repeats):
+    for method, step in steps.items():
+      samples[method].append(bench_util.median_time(
+          lambda step=step: float(step(batch)["loss"]), 1, warmup=0))
+  times = {m: float(np.median(v)) for m, v in samples.items()}
   return times, flops
 
 

@@ -57,8 +57,6 @@ def main(argv):
     for name in ("saved_model", "list"):
       if not getattr(FLAGS, name):
         raise UserError(f"--{name} is required")
-    if not os.path.isdir(FLAGS.saved_model):
-      raise UserError(f"--saved_model={FLAGS.saved_model}: no such directory")
     loaded, names = export.load(FLAGS.saved_model)
     data = lists.load_image_list(FLAGS.list, FLAGS.data_root, len(names))
     if not data.labelled:

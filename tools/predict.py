@@ -43,8 +43,6 @@ def main(argv):
     for name in ("saved_model", "images"):
       if not getattr(FLAGS, name):
         raise UserError(f"--{name} is required")
-    if not os.path.isdir(FLAGS.saved_model):
-      raise UserError(f"--saved_model={FLAGS.saved_model}: no such directory")
     paths = image_paths(FLAGS.images, FLAGS.data_root)
     loaded, names = export.load(FLAGS.saved_model)
     probs = export.predict_files(loaded, paths, FLAGS.batch_size, progress=True)

@@ -93,59 +93,54 @@ def csv_text(header, rows):
   return buf.getvalue()
 
 
-def plot_runs(found, path):
-  """Fig. 5: mean accuracy (%) over the iterative runs, one line per task x variant."""
+def _line_plot(lines, xlabel, title, path):
+  """lines: [(label, x, mean, std)] as error-bar lines; writes the PNG."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  series = {k: v for k, v in found.items() if len(v[0]["runs"]) > 1}
-  if not series:
-    return False
   fig, ax = plt.subplots(figsize=(6, 4))
-  for (task, variant), res in sorted(series.items()):
-    n = min(len(r["runs"]) for r in res)
-    acc = np.array([[100 * r["runs"][i][metric_key(task)] for i in range(n)] for r in res])
-    ax.errorbar(np.arange(1, n + 1), acc.mean(0), yerr=acc.std(0), marker="o", capsize=3,
-                label=f"{task} {label(variant)}")
-  ax.set_xlabel("run")
+  for name, x, mean, std in lines:
+    ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=name)
+  ax.set_xlabel(xlabel)
   ax.set_ylabel("target accuracy (%)")
-  ax.set_title("Accuracy over iterative runs")
+  ax.set_title(title)
   ax.legend(fontsize=8)
   ax.grid(alpha=0.3)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
-  return True
+
+
+def plot_runs(found, path):
+  """Fig. 5: mean accuracy (%) over the iterative runs, one line per task x variant."""
+  lines = []
+  for (task, variant), res in sorted(found.items()):
+    n = min(len(r["runs"]) for r in res)
+    if n < 2:
+      continue
+    acc = np.array([[100 * r["runs"][i][metric_key(task)] for i in range(n)] for r in res])
+    lines.append((f"{task} {label(variant)}", np.arange(1, n + 1), acc.mean(0), acc.std(0)))
+  if lines:
+    _line_plot(lines, "run", "Accuracy over iterative runs", path)
+  return bool(lines)
 
 
 def plot_weighting(found, path):
   """Fig. 4: accuracy (%) against the weighting factor lambda, per task."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
   points = {}
   for (task, variant), res in found.items():
     if variant.startswith(WEIGHTING_PREFIX):
       lam = float(variant[len(WEIGHTING_PREFIX):])
       points.setdefault(task, []).append(
           (lam, [100 * r["runs"][0][metric_key(task)] for r in res]))
-  if not points:
-    return False
-  fig, ax = plt.subplots(figsize=(6, 4))
+  lines = []
   for task, pts in sorted(points.items()):
     pts.sort()
-    lam = [p[0] for p in pts]
-    ax.errorbar(lam, [np.mean(p[1]) for p in pts], yerr=[np.std(p[1]) for p in pts],
-                marker="o", capsize=3, label=task)
-  ax.set_xlabel("weighting factor lambda")
-  ax.set_ylabel("target accuracy (%)")
-  ax.set_title("Accuracy against the weighting factor")
-  ax.legend(fontsize=8)
-  ax.grid(alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return True
+    lines.append((task, [p[0] for p in pts], [np.mean(p[1]) for p in pts],
+                  [np.std(p[1]) for p in pts]))
+  if lines:
+    _line_plot(lines, "weighting factor lambda", "Accuracy against the weighting factor", path)
+  return bool(lines)
 
 
 def summarize(suite, out):
