@@ -28,7 +28,8 @@ RESULTS_FILE = "results.json"
 EXPORT_DIR = "export"
 # Flags that do not change what is trained: a resumed command may differ in them.
 _RESUME_FREE = ("runs", "overwrite", "progress", "log_every", "checkpoint_every",
-                "eval_batch_size", "dry_run")
+                "eval_batch_size", "dry_run", "distribution_strategy", "cpu_replicas",
+                "jit_compile")
 NORMALIZATION = {"resnet50": "caffe", "lenet": "unit"}
 
 
@@ -64,9 +65,22 @@ def _validated(image_list, skip_invalid):
   return kept
 
 
-def _comparable(text):
-  return "\n".join(line for line in text.splitlines()
-                   if line.lstrip("-").removeprefix("no").split("=")[0] not in _RESUME_FREE)
+def _flag_lines(text):
+  """{flag name: its line} of a resolved flags file, without the resume-free flags."""
+  lines = {}
+  for line in text.splitlines():
+    name = line.lstrip("-").split("=")[0]
+    if name.startswith("no") and "=" not in line:
+      name = name[2:]
+    if name not in _RESUME_FREE:
+      lines[name] = line
+  return lines
+
+
+def _changed_flags(old_text, new_text):
+  """Lines that differ; a flag the older file does not know (added later) is not a change."""
+  old, new = _flag_lines(old_text), _flag_lines(new_text)
+  return sorted(new[k] for k in new if k in old and old[k] != new[k])
 
 
 def prepare_model_dir(cfg, domains):
@@ -76,10 +90,9 @@ def prepare_model_dir(cfg, domains):
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       old = f.read()
-    if _comparable(old) != _comparable(flags_text):
+    changed = _changed_flags(old, flags_text)
+    if changed:
       if not cfg.overwrite:
-        changed = sorted(set(_comparable(flags_text).splitlines())
-                         ^ set(_comparable(old).splitlines()))
         raise UserError(f"{cfg.model_dir} holds a training with different flags "
                         f"({', '.join(changed[:4])}); use another --model_dir or --overwrite")
       shutil.rmtree(cfg.model_dir)
