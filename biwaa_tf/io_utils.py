@@ -13,6 +13,9 @@ def atomic_write_bytes(path, data):
   directory = os.path.dirname(path) or "."
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+  umask = os.umask(0)
+  os.umask(umask)
+  os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make outputs private
   try:
     with os.fdopen(fd, "wb") as f:
       f.write(data)

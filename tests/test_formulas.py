@@ -178,3 +178,17 @@ def test_across_run_aggregate_decayed_mean():
   np.testing.assert_allclose(got, expected, rtol=1e-6)
   np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-6)
   np.testing.assert_allclose(aggregation.across_run_aggregate(runs[:1]), runs[0], rtol=1e-6)
+
+
+def test_atomic_write_replaces_whole_file_with_normal_permissions(tmp_path):
+  import os
+
+  from biwaa_tf import io_utils
+  path = tmp_path / "a.json"
+  io_utils.atomic_write_json(path, {"x": 1})
+  io_utils.atomic_write_json(path, {"x": 2})
+  assert io_utils.read_json(path) == {"x": 2}
+  assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temp file left
+  umask = os.umask(0)
+  os.umask(umask)
+  assert (path.stat().st_mode & 0o777) == (0o666 & ~umask)

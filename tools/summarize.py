@@ -98,10 +98,13 @@ def _line_plot(lines, xlabel, title, path):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  import matplotlib.ticker
   fig, ax = plt.subplots(figsize=(6, 4))
   for name, x, mean, std in lines:
     ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=name)
   ax.set_xlabel(xlabel)
+  if xlabel == "run":
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
   ax.set_ylabel("target accuracy (%)")
   ax.set_title(title)
   ax.legend(fontsize=8)
