@@ -199,7 +199,7 @@ def test_heatmap_maps_differ_with_weighting():
 def tiny_conv_model():
   from biwaa_tf.model import backbones
   keras.utils.set_random_seed(0)
-  backbone, _ = backbones.build_backbone("lenet", 28, "none")
+  backbone = backbones.build_backbone("lenet", 28, "none")
   model = BIWAAModel(backbone, MethodConfig(num_classes=3, num_target=4), seed=0)
   f = model.features(tf.zeros([1, 28, 28, 3]))
   model.classifier(f)

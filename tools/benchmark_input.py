@@ -50,7 +50,7 @@ def main(argv):
     next(it)
   pipe_rate = 2 * FLAGS.batch_size * FLAGS.batches / (time.perf_counter() - start)
 
-  backbone, _ = backbones.build_backbone("resnet50", 224, "none")
+  backbone = backbones.build_backbone("resnet50", 224, "none")
   sgd = lambda m: keras.optimizers.SGD(schedules.InvSchedule(1e-3, m), momentum=0.9,  # noqa
                                        nesterov=True)
   model = BIWAAModel(backbone, bench_util.method_config("biwaa", 10, data.size), sgd(1), sgd(10))

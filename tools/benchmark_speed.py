@@ -54,7 +54,7 @@ def time_config(name, size):
   steps, flops = {}, None
   for method in bench_util.METHODS:
     keras.utils.set_random_seed(0)
-    backbone, _ = backbones.build_backbone(name, size, "none")
+    backbone = backbones.build_backbone(name, size, "none")
     sgd = lambda m: keras.optimizers.SGD(schedules.InvSchedule(1e-3, m), momentum=0.9,  # noqa
                                          nesterov=True)
     model = BIWAAModel(backbone, bench_util.method_config(method, k, b), sgd(1), sgd(10))

@@ -25,11 +25,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  import tensorflow as tf
-
-  from biwaa_tf.data import preprocess
   from biwaa_tf.errors import UserError
-  from biwaa_tf.heatmap import discriminator_maps
+  from biwaa_tf.heatmap import discriminator_maps, image_views
   from biwaa_tf.train import iterative
   if not FLAGS.model_dir:
     print("error: --model_dir is required", file=sys.stderr)
@@ -42,13 +39,9 @@ def main(argv):
     return 2
   target = domains.target
   picks = np.linspace(0, target.size - 1, min(count, target.size)).astype(int)
-  raw, inputs = [], []
-  for i in picks:
-    image = preprocess.decode(target.paths[i])
-    crop = preprocess.center_crop(preprocess.resize(image, cfg.resize_size), cfg.image_size)
-    raw.append(np.clip(crop.numpy(), 0, 255).astype(np.uint8))
-    inputs.append(preprocess.normalize(crop, domains.normalization))
-  dann, biwaa = discriminator_maps(model, tf.stack(inputs), cfg.weighting_factor)
+  raw, inputs = image_views([target.paths[i] for i in picks], cfg.resize_size,
+                            cfg.image_size, domains.normalization)
+  dann, biwaa = discriminator_maps(model, inputs, cfg.weighting_factor)
   output = output or os.path.join(model_dir, "heatmap.png")
   plot(raw, dann, biwaa, output)
   print(f"wrote {output}")

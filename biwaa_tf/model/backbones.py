@@ -1,4 +1,4 @@
-"""Backbone registry: name -> builder returning (keras.Model, normalisation mode).
+"""Backbone registry: name -> builder of a keras.Model, and the input normalisation it expects.
 
 Each backbone maps S x S x 3 images to a pooled feature vector G_f(x).
 """
@@ -17,7 +17,7 @@ def resnet50(image_size, weights):
                                       input_shape=(image_size, image_size, 3), pooling="avg")
   if weights not in ("imagenet", "none"):
     _load_file(model, weights)
-  return model, "caffe"
+  return model
 
 
 def lenet(image_size, weights):
@@ -36,7 +36,7 @@ def lenet(image_size, weights):
                     "use none or a weights file")
   if weights != "none":
     _load_file(model, weights)
-  return model, "unit"
+  return model
 
 
 def _load_file(model, path):
@@ -50,9 +50,20 @@ def _load_file(model, path):
 
 
 BACKBONES = {"resnet50": resnet50, "lenet": lenet}
+# Pixel normalisation each backbone's weights expect (see data/preprocess.normalize).
+NORMALIZATION = {"resnet50": "caffe", "lenet": "unit"}
+
+
+def _check(name):
+  if name not in BACKBONES:
+    raise UserError(f"--backbone={name}: unknown; choose from {sorted(BACKBONES)}")
+
+
+def normalization(name):
+  _check(name)
+  return NORMALIZATION[name]
 
 
 def build_backbone(name, image_size, weights):
-  if name not in BACKBONES:
-    raise UserError(f"--backbone={name}: unknown; choose from {sorted(BACKBONES)}")
+  _check(name)
   return BACKBONES[name](image_size, weights)

@@ -19,7 +19,7 @@ from biwaa_tf import io_utils
 from biwaa_tf.data import lists
 from biwaa_tf.errors import UserError
 from biwaa_tf.flags import resolved_flags_text
-from biwaa_tf.model.backbones import BACKBONES
+from biwaa_tf.model import backbones
 from biwaa_tf.train import aggregation, distribute
 from biwaa_tf.train import run as run_lib
 
@@ -30,13 +30,11 @@ EXPORT_DIR = "export"
 _RESUME_FREE = ("runs", "overwrite", "progress", "log_every", "checkpoint_every",
                 "eval_batch_size", "dry_run", "distribution_strategy", "cpu_replicas",
                 "jit_compile")
-NORMALIZATION = {"resnet50": "caffe", "lenet": "unit"}
 
 
 def prepare_data(cfg, check_images=True):
   """Reads and validates the three datasets; writes nothing."""
-  if cfg.backbone not in BACKBONES:
-    raise UserError(f"--backbone={cfg.backbone}: unknown; choose from {sorted(BACKBONES)}")
+  normalization = backbones.normalization(cfg.backbone)  # refuses an unknown one first
   source = lists.load_image_list(cfg.source, cfg.data_root)
   if not source.labelled:
     raise UserError(f"{source.name}: the source needs a label on every line")
@@ -55,7 +53,7 @@ def prepare_data(cfg, check_images=True):
   if cfg.balanced_target == "oracle" and not target.labelled:
     raise UserError(f"--balanced_target=oracle needs labels in {target.name}")
   return run_lib.Domains(source, target, target_eval, source.class_names,
-                         NORMALIZATION[cfg.backbone])
+                         normalization)
 
 
 def _validated(image_list, skip_invalid):
@@ -229,7 +227,5 @@ def restore_trained(model_dir, run=None):
       raise UserError(f"{model_dir}: no checkpoint found")
     run = done[-1]
   domains = prepare_data(cfg, check_images=False)
-  model = run_lib.build_model(cfg, domains, cfg.seed + 100 * run)
-  latest = tf.train.latest_checkpoint(os.path.join(model_dir, f"run_{run}", "ckpt"))
-  tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+  model = run_lib.restore_model(cfg, domains, run, os.path.join(model_dir, f"run_{run}"))
   return cfg, domains, model

@@ -72,7 +72,7 @@ def build_model(cfg, domains, seed):
   keras.mixed_precision.set_global_policy(
       "mixed_bfloat16" if cfg.mixed_precision == "bfloat16" else "float32")
   keras.utils.set_random_seed(seed)
-  backbone, _ = backbones.build_backbone(cfg.backbone, cfg.image_size, cfg.backbone_weights)
+  backbone = backbones.build_backbone(cfg.backbone, cfg.image_size, cfg.backbone_weights)
   backbone_opt, head_opt = make_optimizers(cfg)
   model = BIWAAModel(backbone, method_config(cfg, domains), backbone_opt, head_opt, seed=seed)
   model.build_all(cfg.image_size)
@@ -216,25 +216,28 @@ def _evaluate_and_save(cfg, model, domains, run, run_dir, skipped):
   return result
 
 
-def export_run(cfg, domains, run, run_dir, export_dir):
-  """Rebuilds run `run` from its last checkpoint and exports its inference path."""
-  from biwaa_tf import export
+def restore_model(cfg, domains, run, run_dir):
+  """Run `run`'s model with the weights of its last checkpoint (no optimizer state)."""
   model = build_model(cfg, domains, cfg.seed + 100 * run)
   latest = tf.train.latest_checkpoint(os.path.join(run_dir, "ckpt"))
   tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+  return model
+
+
+def export_run(cfg, domains, run, run_dir, export_dir):
+  """Rebuilds run `run` from its last checkpoint and exports its inference path."""
+  from biwaa_tf import export
+  model = restore_model(cfg, domains, run, run_dir)
   export.export_saved_model(model, export_dir, domains.class_names,
                             image_options(cfg, domains.normalization, cfg.ten_crop))
 
 
 def _log_heatmaps(cfg, model, domains, count=4):
   """TensorBoard images: target images | DANN map | BIWAA-weighted map (tools/heatmap.py)."""
-  from biwaa_tf.data import preprocess
-  from biwaa_tf.heatmap import discriminator_maps
+  from biwaa_tf.heatmap import discriminator_maps, image_views
   picks = np.linspace(0, domains.target.size - 1, min(count, domains.target.size)).astype(int)
-  raw = [preprocess.center_crop(preprocess.resize(preprocess.decode(domains.target.paths[i]),
-                                                  cfg.resize_size), cfg.image_size)
-         for i in picks]
-  x = tf.stack([preprocess.normalize(r, domains.normalization) for r in raw])
+  raw, x = image_views([domains.target.paths[i] for i in picks], cfg.resize_size,
+                       cfg.image_size, domains.normalization)
   try:
     dann, biwaa = discriminator_maps(model, x, cfg.weighting_factor)
   except ValueError:  # a backbone without a convolutional feature map
@@ -244,5 +247,5 @@ def _log_heatmaps(cfg, model, domains, count=4):
   def overlay(maps):
     up = tf.image.resize(maps[..., None], [size, size])
     return tf.concat([up, tf.zeros_like(up), 1.0 - up], axis=-1)  # red = attended
-  images = tf.concat([tf.stack(raw) / 255.0, overlay(dann), overlay(biwaa)], axis=2)
+  images = tf.concat([raw / 255.0, overlay(dann), overlay(biwaa)], axis=2)
   tf.summary.image("eval/heatmaps_image_dann_biwaa", images, max_outputs=count)
