@@ -50,23 +50,27 @@ def run(argv=None):
     return status
   import logging
 
-  from biwaa_tf.train import iterative
+  from biwaa_tf.train import preflight
   logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(message)s")
   logging.getLogger("tensorflow").setLevel(logging.WARNING)
   try:
+    # Flags, lists, images and model_dir are checked before TensorFlow loads,
+    # so that a mistake is reported at once.
     cfg = biwaa_flags.config_from_flags(FLAGS)
     if cfg.dry_run:
-      print(iterative.plan(cfg))
+      print(preflight.plan(cfg))
       return 0
+    domains = preflight.prepare_data(cfg)
+    preflight.check_model_dir(cfg)
     import tensorflow as tf
 
-    from biwaa_tf.train import distribute
+    from biwaa_tf.train import distribute, iterative
     # The strategy first: collective ops must be set up before TF runs anything.
     distribute.configure_cpu_replicas(cfg.cpu_replicas)
     strategy = distribute.make_strategy(cfg.distribution_strategy)
     if cfg.deterministic:
       tf.config.experimental.enable_op_determinism()
-    summary = iterative.train(cfg, strategy)
+    summary = iterative.train(cfg, strategy, domains)
     if summary is None:  # a non-chief worker: the chief writes the results
       return 0
   except UserError as e:

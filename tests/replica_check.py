@@ -79,6 +79,7 @@ def main():
          "first_divergent_step": int(np.argmax(np.abs(one_losses - two_losses) > 1e-4)),
          "loss_first": float(one_losses[0]), "loss_last": float(one_losses[-1]),
          "weights_max_abs_diff": weights,
+         "losses_one": one_losses[:6].tolist(), "losses_two": two_losses[:6].tolist(),
          "weights_moved": max(float(np.abs(v.numpy()).max()) for v in
                               one.discriminator.trainable_variables)}
   for name in ("source_centroids", "target_centroids", "agg_table", "agg_seen", "step"):

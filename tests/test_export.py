@@ -39,13 +39,13 @@ def test_export_matches_in_memory_model(trained, tmp_path):
   from biwaa_tf import flags as biwaa_flags
   from biwaa_tf import main as main_lib
   from biwaa_tf.data import pipeline
-  from biwaa_tf.train import iterative
+  from biwaa_tf.train import preflight
   from biwaa_tf.train import run as run_lib
   args, out = trained
   main_lib.FLAGS.unparse_flags()
   main_lib.FLAGS(["prog", *args])
   cfg = biwaa_flags.config_from_flags(main_lib.FLAGS)
-  domains = iterative.prepare_data(cfg)
+  domains = preflight.prepare_data(cfg)
   model = run_lib.build_model(cfg, domains, cfg.seed)
   tf.train.Checkpoint(model=model).restore(
       tf.train.latest_checkpoint(str(out / "run_0" / "ckpt"))).expect_partial()

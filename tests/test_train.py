@@ -208,7 +208,7 @@ def tiny_conv_model():
 
 
 def test_flags_added_later_or_resume_free_do_not_block_resume():
-  from biwaa_tf.train.iterative import _changed_flags
+  from biwaa_tf.train.preflight import _changed_flags
   old = "--lr=0.01\n--random_flip\n--runs=1\n"
   assert _changed_flags(old, "--lr=0.01\n--random_flip\n--runs=3\n--new_flag=1\n") == []
   assert _changed_flags(old, "--lr=0.02\n--norandom_flip\n--runs=1\n") == [

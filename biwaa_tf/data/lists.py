@@ -223,3 +223,17 @@ def check_same_classes(source, target):
   for k, (a, b) in enumerate(zip(source.class_names, target.class_names)):
     if a != b and not a.startswith("class_") and not b.startswith("class_"):
       raise UserError(f"class {k} is {a!r} in {source.name} but {b!r} in {target.name}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Domains:
+  """The validated datasets of a training (see train/preflight.prepare_data)."""
+  source: object
+  target: object
+  target_eval: object
+  class_names: tuple
+  normalization: str
+
+  @property
+  def num_classes(self):
+    return len(self.class_names)

@@ -5,13 +5,12 @@ Each backbone maps S x S x 3 images to a pooled feature vector G_f(x).
 
 import os
 
-import keras
-
 from biwaa_tf.errors import UserError
 
 
 def resnet50(image_size, weights):
   """ImageNet ResNet-50, global-average pooled (2048-d); Keras' "caffe" inputs."""
+  import keras  # here, so that the registry's names load without TensorFlow
   keras_weights = "imagenet" if weights == "imagenet" else None
   model = keras.applications.ResNet50(include_top=False, weights=keras_weights,
                                       input_shape=(image_size, image_size, 3), pooling="avg")
@@ -22,6 +21,7 @@ def resnet50(image_size, weights):
 
 def lenet(image_size, weights):
   """The DANN paper's digits network: conv5-32, pool, conv5-48, pool, fc 500."""
+  import keras
   model = keras.Sequential([
       keras.Input((image_size, image_size, 3)),
       keras.layers.Conv2D(32, 5, activation="relu"),

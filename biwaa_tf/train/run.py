@@ -1,6 +1,5 @@
 """One training run: build, (resume,) train steps with checkpoints, evaluate, save."""
 
-import dataclasses
 import logging
 import os
 import shutil
@@ -28,20 +27,6 @@ EVAL_PROBS = "eval_probs.npy"
 
 class NonFiniteLoss(UserError):
   """Training produced a NaN or infinite loss."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Domains:
-  """The validated datasets of a training (see iterative.prepare_data)."""
-  source: object
-  target: object
-  target_eval: object
-  class_names: tuple
-  normalization: str
-
-  @property
-  def num_classes(self):
-    return len(self.class_names)
 
 
 def image_options(cfg, normalization, ten_crop=False):

@@ -1,0 +1,120 @@
+"""Everything checked before TensorFlow starts: the datasets, the model_dir, the plan.
+
+Nothing here imports TensorFlow, so bad flags, lists or images, and a model_dir
+that holds another training, are refused within a second or two.
+"""
+
+import logging
+import os
+import shutil
+
+from biwaa_tf import io_utils
+from biwaa_tf.data import lists
+from biwaa_tf.errors import UserError
+from biwaa_tf.flags import resolved_flags_text
+from biwaa_tf.model.backbones import normalization as backbone_normalization
+
+FLAGS_FILE = "flags.txt"
+# Flags that do not change what is trained: a resumed command may differ in them.
+_RESUME_FREE = ("runs", "overwrite", "progress", "log_every", "checkpoint_every",
+                "eval_batch_size", "dry_run", "distribution_strategy", "cpu_replicas",
+                "jit_compile")
+
+
+def prepare_data(cfg, check_images=True):
+  """Reads and validates the three datasets; writes nothing."""
+  normalization = backbone_normalization(cfg.backbone)  # refuses an unknown one first
+  source = lists.load_image_list(cfg.source, cfg.data_root)
+  if not source.labelled:
+    raise UserError(f"{source.name}: the source needs a label on every line")
+  k = len(source.class_names)
+  target = lists.load_image_list(cfg.target, cfg.data_root, k)
+  lists.check_same_classes(source, target)
+  target_eval = target
+  if cfg.target_eval != cfg.target:
+    target_eval = lists.load_image_list(cfg.target_eval, cfg.data_root, k)
+    lists.check_same_classes(source, target_eval)
+  if check_images:
+    source = _validated(source, cfg.skip_invalid_images)
+    same = target_eval is target
+    target = _validated(target, cfg.skip_invalid_images)
+    target_eval = target if same else _validated(target_eval, cfg.skip_invalid_images)
+  if cfg.balanced_target == "oracle" and not target.labelled:
+    raise UserError(f"--balanced_target=oracle needs labels in {target.name}")
+  return lists.Domains(source, target, target_eval, source.class_names, normalization)
+
+
+def _validated(image_list, skip_invalid):
+  kept, dropped = lists.validate_images(image_list, skip_invalid)
+  if dropped:
+    logging.warning("%s: dropped %d invalid image(s)", image_list.name, dropped)
+  return kept
+
+
+def _flag_lines(text):
+  """{flag name: its line} of a resolved flags file, without the resume-free flags."""
+  lines = {}
+  for line in text.splitlines():
+    name = line.lstrip("-").split("=")[0]
+    if name.startswith("no") and "=" not in line:
+      name = name[2:]
+    if name not in _RESUME_FREE:
+      lines[name] = line
+  return lines
+
+
+def _changed_flags(old_text, new_text):
+  """Lines that differ; a flag the older file does not know (added later) is not a change."""
+  old, new = _flag_lines(old_text), _flag_lines(new_text)
+  return sorted(new[k] for k in new if k in old and old[k] != new[k])
+
+
+def check_model_dir(cfg):
+  """Refuses a model_dir that holds another training (unless --overwrite); reads only.
+
+  Returns True when model_dir holds this same training (a resume).
+  """
+  path = os.path.join(cfg.model_dir, FLAGS_FILE)
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      changed = _changed_flags(f.read(), resolved_flags_text(cfg))
+    if changed and not cfg.overwrite:
+      raise UserError(f"{cfg.model_dir} holds a training with different flags "
+                      f"({', '.join(changed[:4])}); use another --model_dir or --overwrite")
+    return not changed
+  if os.path.isdir(cfg.model_dir) and os.listdir(cfg.model_dir) and not cfg.overwrite:
+    raise UserError(f"--model_dir={cfg.model_dir}: exists, is not empty and holds no "
+                    f"{FLAGS_FILE}; use another --model_dir or --overwrite")
+  return False
+
+
+def prepare_model_dir(cfg, domains):
+  """Creates model_dir (clearing it under --overwrite), or checks it holds this training."""
+  same = check_model_dir(cfg)
+  if not same and os.path.exists(os.path.join(cfg.model_dir, FLAGS_FILE)):
+    shutil.rmtree(cfg.model_dir)  # another training, and --overwrite
+  os.makedirs(cfg.model_dir, exist_ok=True)
+  io_utils.atomic_write_text(os.path.join(cfg.model_dir, FLAGS_FILE), resolved_flags_text(cfg))
+  io_utils.atomic_write_json(os.path.join(cfg.model_dir, "class_names.json"),
+                             list(domains.class_names))
+
+
+def plan(cfg):
+  """The plan of a training as text (lists are read, images are not)."""
+  d = prepare_data(cfg, check_images=False)
+  on = {True: "on", False: "off"}
+  lines = [
+      f"method    {cfg.method} (feature weighting {on[cfg.feature_weighting]}, "
+      f"MS loss {on[cfg.ms_loss]}, loss form {cfg.loss_form})",
+      f"runs      {cfg.runs} x {cfg.steps_per_run} steps, batch {cfg.batch_size} source + "
+      f"{cfg.batch_size} target, lr {cfg.lr:g}, target loader {cfg.balanced_target}",
+      f"backbone  {cfg.backbone} ({cfg.backbone_weights}), {cfg.image_size} px crops of "
+      f"{cfg.resize_size}, {'10-crop' if cfg.ten_crop else 'centre-crop'} evaluation",
+  ]
+  for role, ds in (("source", d.source), ("target", d.target), ("eval", d.target_eval)):
+    labels = "labelled" if ds.labelled else "unlabelled"
+    lines.append(f"{role:<9} {ds.name}: {ds.size} images, {labels}")
+  lines.append(f"classes   {d.num_classes}; images under --data_root={cfg.data_root or '.'}")
+  lines.append(f"output    {cfg.model_dir}/ (flags.txt, run_0..run_{cfg.runs - 1}/, "
+               f"export/, results.json)")
+  return "\n".join(lines)
