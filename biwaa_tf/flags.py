@@ -104,9 +104,15 @@ def define_flags():
                     "stays the global batch per domain.")
   flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into this many logical devices "
                        "(to run and test MirroredStrategy without GPUs).")
-  flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16"],
-                    "Compute the backbone and bottleneck in bfloat16 (variables, the "
-                    "classifier, the weighting and the losses stay float32).")
+  flags.DEFINE_boolean("sync_batch_norm", True, "With several replicas, compute the "
+                       "backbone's batch-normalisation statistics over the global batch "
+                       "(an all-reduce per layer), as one device does; --nosync_batch_norm: "
+                       "each replica normalises its own share.")
+  flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16", "float16"],
+                    "Compute the backbone, bottleneck and discriminator in bfloat16 (GPUs "
+                    "from Ampere on, TPUs, recent CPUs) or float16 (any CUDA GPU; with "
+                    "dynamic loss scaling). Variables, the classifier, the weighting and "
+                    "the losses stay float32.")
   flags.DEFINE_boolean("jit_compile", False, "Compile the training step with XLA (a GPU "
                        "option: slower for ResNet-50 on CPU).")
   flags.DEFINE_boolean("dry_run", False, "Resolve and validate the flags and list files, "
@@ -157,6 +163,7 @@ class TrainConfig:
   progress: bool
   distribution_strategy: str
   cpu_replicas: int
+  sync_batch_norm: bool
   mixed_precision: str
   jit_compile: bool
   dry_run: bool

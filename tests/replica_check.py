@@ -17,6 +17,7 @@ distribute.configure_cpu_replicas(2)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from biwaa_tf.model import backbones  # noqa: E402
 from biwaa_tf.model.biwaa import BIWAAModel, MethodConfig  # noqa: E402
 from biwaa_tf.train import schedules  # noqa: E402
 
@@ -25,11 +26,16 @@ STEPS, B, K, N = int(os.environ.get("STEPS", 20)), 8, 3, 16
 OVERRIDES = {k: bool(int(v)) for k, v in (a.split("=") for a in sys.argv[1:])}
 
 
-def build(strategy):
+def build(strategy, sync_bn=True):
   with strategy.scope():
     keras.utils.set_random_seed(0)
+    # Batch normalisation in the backbone, as in ResNet-50: with replicas its
+    # statistics are taken over all of them (backbones.synchronize_batch_norm).
     backbone = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(),
-                                 keras.layers.Dense(8, activation="relu")])
+                                 keras.layers.Dense(8), keras.layers.BatchNormalization(),
+                                 keras.layers.ReLU()])
+    if sync_bn and strategy.num_replicas_in_sync > 1:
+      backbones.synchronize_batch_norm(backbone)
     sgd = lambda m: keras.optimizers.SGD(schedules.InvSchedule(0.005, m), momentum=0.9,  # noqa
                                          nesterov=True)
     model = BIWAAModel(backbone, MethodConfig(num_classes=K, num_target=N, bottleneck_dim=5,
@@ -49,8 +55,8 @@ def batches():
             tf.constant(rng.integers(0, K, B), tf.int64)))
 
 
-def train(strategy):
-  model = build(strategy)
+def train(strategy, sync_bn=True):
+  model = build(strategy, sync_bn)
   step = tf.function(lambda batch: strategy.run(
       model.train_step, args=(distribute.split_batch(strategy, batch, B),)))
   losses = []
@@ -72,13 +78,17 @@ def main():
   two_strategy = tf.distribute.MirroredStrategy(
       cpus, cross_device_ops=tf.distribute.ReductionToOneDevice())
   two, two_losses = train(two_strategy)
+  _, local_bn_losses = train(two_strategy, sync_bn=False)
+  diverged = np.abs(one_losses - two_losses) > 1e-4
   weights = max(float(np.abs(a.numpy() - b.numpy()).max())
                 for a, b in zip(one.trainable_variables, two.trainable_variables))
   out = {"replicas": two_strategy.num_replicas_in_sync,
          "loss_max_abs_diff": float(np.abs(one_losses - two_losses).max()),
-         "first_divergent_step": int(np.argmax(np.abs(one_losses - two_losses) > 1e-4)),
+         "first_divergent_step": int(np.argmax(diverged)) if diverged.any() else -1,
          "loss_first": float(one_losses[0]), "loss_last": float(one_losses[-1]),
          "weights_max_abs_diff": weights,
+         # Without synchronised batch norm (each replica its own statistics).
+         "local_bn_loss_max_abs_diff": float(np.abs(one_losses - local_bn_losses).max()),
          "losses_one": one_losses[:6].tolist(), "losses_two": two_losses[:6].tolist(),
          "weights_moved": max(float(np.abs(v.numpy()).max()) for v in
                               one.discriminator.trainable_variables)}

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import REPO, run_main, tiny_flags
 
@@ -35,6 +36,8 @@ def test_two_replicas_match_one_device(replica_report):
   assert r["loss_max_abs_diff"] < 1e-5
   assert r["weights_max_abs_diff"] < 1e-5
   assert r["weights_moved"] > 0.1 and r["loss_first"] != r["loss_last"]
+  # The check can fail: per-replica batch-norm statistics are visibly different.
+  assert r["local_bn_loss_max_abs_diff"] > 1e-3
   for name in ("source_centroids", "target_centroids", "agg_table", "agg_seen", "step"):
     assert r[f"{name}_copies"] == 2
     assert r[f"{name}_replica_spread"] == 0.0, name  # identical on both replicas
@@ -60,13 +63,21 @@ def test_batch_not_divisible_by_replicas(tiny_domains, tmp_path):
   assert res.stderr.strip() == "error: --batch_size=6 is not divisible by the 4 replicas"
 
 
-def test_bfloat16_trains_with_finite_losses(tiny_domains, tmp_path):
+@pytest.mark.parametrize("precision, extra", [
+    ("bfloat16", []),
+    # float16 on 2 replicas: the shared loss-scale decision is taken across replicas.
+    ("float16", ["--cpu_replicas=2"]),
+])
+def test_mixed_precision_trains_with_finite_losses(tiny_domains, tmp_path, precision, extra):
   root, src, tgt = tiny_domains
-  res = run_main(tiny_flags(root, src, tgt, tmp_path / "m", "--mixed_precision=bfloat16",
-                            "--log_every=1"))
+  res = run_main(tiny_flags(root, src, tgt, tmp_path / "m", f"--mixed_precision={precision}",
+                            "--log_every=1", *extra))
   assert res.returncode == 0, res.stderr[-2000:]
   results = json.loads((tmp_path / "m" / "results.json").read_text())
   assert 0.0 <= results["final_accuracy"] <= 1.0
+  probs = np.load(tmp_path / "m" / "run_0" / "target_probs.npy")
+  assert np.isfinite(probs).all()
+  np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-2)
 
 
 def _free_port():

@@ -192,3 +192,32 @@ def test_atomic_write_replaces_whole_file_with_normal_permissions(tmp_path):
   umask = os.umask(0)
   os.umask(umask)
   assert (path.stat().st_mode & 0o777) == (0o666 & ~umask)
+
+
+def test_next_loss_scale_matches_a_numpy_loop():
+  from biwaa_tf.model.loss_scale import MIN_SCALE, next_loss_scale
+  finite = [True, True, True, False, True, True, True, True, False, False]
+  growth = 3
+  scale, good, got = 8.0, 0, []
+  tf_scale, tf_good = tf.constant(8.0), tf.constant(0, tf.int64)
+  for f in finite:
+    # Independent reference: count finite steps; the growth-th doubles; a bad one halves.
+    if f:
+      good += 1
+      if good == growth:
+        scale, good = scale * 2, 0
+    else:
+      scale, good = max(scale / 2, MIN_SCALE), 0
+    tf_scale, tf_good = next_loss_scale(tf_scale, tf_good, tf.constant(f), growth)
+    got.append((float(tf_scale), int(tf_good)))
+    assert got[-1] == (scale, good)
+  assert [s for s, _ in got] == [8, 8, 16, 8, 8, 8, 16, 16, 8, 4]
+  low, _ = next_loss_scale(tf.constant(1.0), tf.constant(0, tf.int64), tf.constant(False))
+  assert float(low) == MIN_SCALE
+
+
+def test_all_finite():
+  from biwaa_tf.model.loss_scale import all_finite
+  assert bool(all_finite([tf.ones(3), None, tf.zeros([2, 2])]))
+  assert not bool(all_finite([tf.ones(3), tf.constant([1.0, np.inf])]))
+  assert not bool(all_finite([tf.constant([np.nan], tf.float16)]))

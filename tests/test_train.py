@@ -213,3 +213,27 @@ def test_flags_added_later_or_resume_free_do_not_block_resume():
   assert _changed_flags(old, "--lr=0.01\n--random_flip\n--runs=3\n--new_flag=1\n") == []
   assert _changed_flags(old, "--lr=0.02\n--norandom_flip\n--runs=1\n") == [
       "--lr=0.02", "--norandom_flip"]
+
+
+def test_float16_step_with_overflowing_scale_is_skipped_by_both_optimizers():
+  keras.mixed_precision.set_global_policy("mixed_float16")
+  try:
+    model = tiny_model(loss_scaling=True, loss_scale_growth_steps=2)
+    step = tf.function(model.train_step)
+    model.loss_scale.assign(2.0 ** 100)  # the scaled float16 gradients overflow
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    logs = step(tiny_batch())
+    assert np.isfinite(float(logs["loss"]))
+    for b, v in zip(before, model.trainable_variables):  # neither group moved
+      np.testing.assert_array_equal(b, v.numpy())
+    assert model.backbone_optimizer.iterations.numpy() == 0
+    assert model.head_optimizer.iterations.numpy() == 0
+    assert float(model.loss_scale.numpy()) == 2.0 ** 99 and model.good_steps.numpy() == 0
+    model.loss_scale.assign(2.0 ** 8)
+    step(tiny_batch())
+    assert model.head_optimizer.iterations.numpy() == 1 and model.good_steps.numpy() == 1
+    assert any(np.abs(b - v.numpy()).max() > 0 for b, v in zip(before, model.trainable_variables))
+    step(tiny_batch())  # the second finite step in a row doubles the scale
+    assert float(model.loss_scale.numpy()) == 2.0 ** 9 and model.good_steps.numpy() == 0
+  finally:
+    keras.mixed_precision.set_global_policy("float32")

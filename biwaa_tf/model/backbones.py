@@ -64,6 +64,22 @@ def normalization(name):
   return NORMALIZATION[name]
 
 
+def synchronize_batch_norm(model):
+  """Makes every BatchNormalization layer in `model` take its batch statistics over
+  all replicas' rows (one all-reduce per layer), as one device does on the global
+  batch. Returns how many layers it changed."""
+  import keras
+  changed = 0
+  stack = [model]
+  while stack:
+    layer = stack.pop()
+    if isinstance(layer, keras.layers.BatchNormalization):
+      layer.synchronized = True
+      changed += 1
+    stack.extend(getattr(layer, "layers", []))
+  return changed
+
+
 def build_backbone(name, image_size, weights):
   _check(name)
   return BACKBONES[name](image_size, weights)

@@ -5,7 +5,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from biwaa_tf.model import losses
+from biwaa_tf.model import loss_scale, losses
 from biwaa_tf.model.grl import gradient_reversal
 from biwaa_tf.train import aggregation, schedules
 
@@ -27,6 +27,8 @@ class MethodConfig:
   bootstrap_steps: int = 500
   weight_decay: float = 1e-3        # coupled L2 (added to the gradient)
   bottleneck_dim: int = 256
+  loss_scaling: bool = False        # float16: dynamic loss scale (model/loss_scale.py)
+  loss_scale_growth_steps: int = loss_scale.GROWTH_STEPS
 
 
 def _xavier_dense(units, name, activation=None):
@@ -70,6 +72,7 @@ class BIWAAModel(keras.Model):
     agg_table, agg_seen          within-run aggregated target probabilities
     prev_aggregate, has_prev     the across-run aggregate from earlier runs
     target_labels                true target labels (-1 unknown): diagnostics only
+    loss_scale, good_steps       the dynamic loss scale (float16 only)
   """
 
   def __init__(self, backbone, config, backbone_optimizer=None, head_optimizer=None,
@@ -98,6 +101,9 @@ class BIWAAModel(keras.Model):
     self.prev_aggregate = tf.Variable(tf.zeros([n, k]), name="prev_aggregate", **state)
     self.has_prev = tf.Variable(False, name="has_prev", **state)
     self.target_labels = tf.Variable(-tf.ones([n], tf.int64), name="target_labels", **state)
+    if c.loss_scaling:
+      self.loss_scale = tf.Variable(loss_scale.INITIAL_SCALE, name="loss_scale", **state)
+      self.good_steps = tf.Variable(tf.constant(0, tf.int64), name="good_steps", **state)
 
   # ----- inference -----
   def features(self, x, training=False):
@@ -144,6 +150,8 @@ class BIWAAModel(keras.Model):
         self.target_centroids.assign(centroids[1])
       self.step.assign_add(1)
     logs.update(loss=total, grl_coeff=coeff)
+    if c.loss_scaling:
+      logs["loss_scale"] = tf.identity(self.loss_scale)
     return logs
 
   def forward(self, x_s, x_t):
@@ -231,19 +239,48 @@ class BIWAAModel(keras.Model):
     (or, for the centroid loss, the same global value on every replica), and the
     Keras optimizers sum gradients over replicas: so the gradients, and the
     decay term, are divided by the number of replicas here, once.
+    float16: the loss is scaled before the backward pass and the gradients
+    unscaled after it; a step with a non-finite gradient on any replica is
+    skipped by both optimizers (see model/loss_scale.py).
     """
+    ctx = tf.distribute.get_replica_context()
+    variables = [v for _, vs in self._optimizer_groups() for v in vs]
+    if not self.config.loss_scaling:
+      grads = tape.gradient(total, variables)
+      return self._apply_groups([g if g is None else g / ctx.num_replicas_in_sync
+                                 for g in grads])
+    scale = tf.identity(self.loss_scale)
+    # d(S * total)/dv: the scale enters as the upstream gradient of the loss.
+    grads = tape.gradient(total, variables, output_gradients=scale)
+    grads = [g if g is None else g / (scale * ctx.num_replicas_in_sync) for g in grads]
+    bad = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                         1.0 - tf.cast(loss_scale.all_finite(grads), tf.float32))
+    ctx.merge_call(self._apply_if_finite, args=(grads, tf.equal(bad, 0.0)))
+
+  def _apply_if_finite(self, strategy, grads, finite):
+    """Cross-replica: both optimizers step only if every replica's gradients are finite."""
+    finite = strategy.experimental_local_results(finite)[0]
+
+    def apply():
+      strategy.extended.call_for_each_replica(self._apply_groups, args=(grads,))
+      return tf.constant(True)
+
+    tf.cond(finite, apply, lambda: tf.constant(False))
+    new_scale, new_good = loss_scale.next_loss_scale(
+        self.loss_scale, self.good_steps, finite, self.config.loss_scale_growth_steps)
+    self.loss_scale.assign(new_scale)
+    self.good_steps.assign(new_good)
+
+  def _apply_groups(self, grads):
+    """Applies per-replica gradients (already divided by the replicas) per group."""
     replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-    groups = self._optimizer_groups()
-    all_vars = [v for _, vs in groups for v in vs]
-    grads = [g if g is None else g / replicas for g in tape.gradient(total, all_vars)]
     decay = self.config.weight_decay / replicas
     start = 0
-    for opt, variables in groups:
+    for opt, variables in self._optimizer_groups():
       g = grads[start:start + len(variables)]
       start += len(variables)
-      pairs = [(gi + decay * v if gi is not None else None, v)
-               for gi, v in zip(g, variables)]
-      opt.apply_gradients([(gi, v) for gi, v in pairs if gi is not None])
+      opt.apply_gradients([(gi + decay * v, v) for gi, v in zip(g, variables)
+                           if gi is not None])
 
 
 def _gather_global(*tensors):

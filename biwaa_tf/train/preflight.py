@@ -18,7 +18,7 @@ FLAGS_FILE = "flags.txt"
 # Flags that do not change what is trained: a resumed command may differ in them.
 _RESUME_FREE = ("runs", "overwrite", "progress", "log_every", "checkpoint_every",
                 "eval_batch_size", "dry_run", "distribution_strategy", "cpu_replicas",
-                "jit_compile")
+                "jit_compile", "sync_batch_norm")
 
 
 def prepare_data(cfg, check_images=True):

@@ -42,7 +42,11 @@ def method_config(cfg, domains):
       paper_loss=cfg.loss_form == "paper", grl_ramp_steps=cfg.grl_ramp_steps,
       centroid_decay=cfg.centroid_decay, within_run_aggregation=cfg.within_run_aggregation,
       within_run_momentum=cfg.within_run_momentum, bootstrap_steps=cfg.bootstrap_steps,
-      weight_decay=cfg.weight_decay, bottleneck_dim=cfg.bottleneck_dim)
+      weight_decay=cfg.weight_decay, bottleneck_dim=cfg.bottleneck_dim,
+      loss_scaling=cfg.mixed_precision == "float16")
+
+
+_POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
 def make_optimizers(cfg):
@@ -54,10 +58,12 @@ def make_optimizers(cfg):
 
 
 def build_model(cfg, domains, seed):
-  keras.mixed_precision.set_global_policy(
-      "mixed_bfloat16" if cfg.mixed_precision == "bfloat16" else "float32")
+  keras.mixed_precision.set_global_policy(_POLICIES[cfg.mixed_precision])
   keras.utils.set_random_seed(seed)
   backbone = backbones.build_backbone(cfg.backbone, cfg.image_size, cfg.backbone_weights)
+  replicas = tf.distribute.get_strategy().num_replicas_in_sync
+  if cfg.sync_batch_norm and replicas > 1 and backbones.synchronize_batch_norm(backbone):
+    logging.info("batch normalisation statistics over all %d replicas", replicas)
   backbone_opt, head_opt = make_optimizers(cfg)
   model = BIWAAModel(backbone, method_config(cfg, domains), backbone_opt, head_opt, seed=seed)
   model.build_all(cfg.image_size)
