@@ -255,15 +255,23 @@ class BIWAAModel(keras.Model):
     grads = [g if g is None else g / (scale * ctx.num_replicas_in_sync) for g in grads]
     bad = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
                          1.0 - tf.cast(loss_scale.all_finite(grads), tf.float32))
-    ctx.merge_call(self._apply_if_finite, args=(grads, tf.equal(bad, 0.0)))
+    # Like Keras' LossScaleOptimizer: a merge_call where the strategy needs one
+    # (a cond whose branch steps the optimizers must then run cross-replica).
+    tf.__internal__.distribute.interim.maybe_merge_call(
+        self._apply_if_finite, tf.distribute.get_strategy(), grads, tf.equal(bad, 0.0))
 
   def _apply_if_finite(self, strategy, grads, finite):
-    """Cross-replica: both optimizers step only if every replica's gradients are finite."""
-    finite = strategy.experimental_local_results(finite)[0]
+    """Both optimizers step only if every replica's gradients are finite; the scale follows."""
+    if tf.distribute.in_cross_replica_context():
+      finite = strategy.experimental_local_results(finite)[0]
 
-    def apply():
-      strategy.extended.call_for_each_replica(self._apply_groups, args=(grads,))
-      return tf.constant(True)
+      def apply():
+        strategy.extended.call_for_each_replica(self._apply_groups, args=(grads,))
+        return tf.constant(True)
+    else:  # replica context: `finite` is the same on every replica (all-reduced)
+      def apply():
+        self._apply_groups(grads)
+        return tf.constant(True)
 
     tf.cond(finite, apply, lambda: tf.constant(False))
     new_scale, new_good = loss_scale.next_loss_scale(

@@ -68,6 +68,18 @@ def check_batch(strategy, batch_size):
                  batch_size // r, batch_size // r)
 
 
+def check_jit(strategy, jit_compile):
+  """XLA with several replicas needs GPUs: on CPUs the replicas' step calls merge_call,
+  which an XLA-compiled function cannot."""
+  if not jit_compile or strategy.num_replicas_in_sync == 1:
+    return
+  devices = strategy.extended.worker_devices
+  if not all("GPU" in d.upper() for d in devices):
+    raise UserError(f"--jit_compile with {strategy.num_replicas_in_sync} replicas needs GPUs "
+                    f"(these are {', '.join(sorted({d.split('/')[-1] for d in devices}))}); "
+                    "drop --jit_compile or use one device")
+
+
 def split_batch(strategy, batch, batch_size):
   """Per-replica values: replica r gets rows r*b..(r+1)*b of the global batch.
 

@@ -50,6 +50,7 @@ def train(cfg, strategy=None, domains=None):
   """
   import tensorflow as tf
   strategy = strategy or tf.distribute.get_strategy()
+  distribute.check_jit(strategy, cfg.jit_compile)
   distribute.check_batch(strategy, cfg.batch_size)
   domains = domains or prepare_data(cfg)
   chief = distribute.is_chief(strategy)

@@ -5,6 +5,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 
 import keras
 import numpy as np
@@ -118,11 +119,11 @@ def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=No
   if latest:
     ckpt.restore(latest).assert_existing_objects_matched()
     logging.info("run %d: resumed from %s at step %d", run, latest, int(model.step.numpy()))
-  skipped = _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief)
+  skipped, speed = _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief)
   if not chief:
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return None
-  return _evaluate_and_save(cfg, model, domains, run, run_dir, skipped)
+  return _evaluate_and_save(cfg, model, domains, run, run_dir, skipped, speed)
 
 
 def _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief):
@@ -150,9 +151,11 @@ def _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief):
   shown = ("loss", "loss_cls", "loss_adv", "loss_ms", "disc_acc", "pseudo_acc")
   if cfg.progress and chief:
     print(f"run {run}: steps {start} -> {cfg.steps_per_run}", flush=True)
-  positions = None
+  positions, timed_from = None, None
   for i in range(start, cfg.steps_per_run):
     logs, positions = step_fn(iterator)
+    if timed_from is None:  # the first step includes tracing: time the others
+      timed_from = (time.perf_counter(), i + 1)
     logs = {k: float(v) for k, v in logs.items()}
     logs["lr"] = float(schedules.inv_lr(i, cfg.lr))  # the backbone's; new layers x10
     if not np.isfinite(logs["loss"]):
@@ -171,15 +174,23 @@ def _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief):
       os.kill(os.getpid(), signal.SIGKILL)
   writer.flush()
   if positions is None:
-    return [0, 0]
+    return [0, 0], None
+  speed = None
+  timed_steps = cfg.steps_per_run - timed_from[1]
+  if timed_steps > 0:
+    seconds = time.perf_counter() - timed_from[0]
+    speed = 2 * cfg.batch_size * timed_steps / seconds  # source + target images
+    logging.info("run %d: %.2f steps/s, %.0f training images/s (source + target; "
+                 "steps %d-%d, checkpoints included)", run, timed_steps / seconds, speed,
+                 timed_from[1] + 1, cfg.steps_per_run)
   skipped = pipeline.skipped_images(positions.numpy(), cfg.steps_per_run, cfg.batch_size)
   if any(skipped):
     logging.warning("run %d: skipped %d source and %d target image(s) that could not be "
                     "decoded during training", run, *skipped)
-  return skipped
+  return skipped, speed
 
 
-def _evaluate_and_save(cfg, model, domains, run, run_dir, skipped):
+def _evaluate_and_save(cfg, model, domains, run, run_dir, skipped, speed=None):
   eval_opts = image_options(cfg, domains.normalization, ten_crop=cfg.ten_crop)
   target_probs = predict_probs(model, domains.target, eval_opts, cfg.eval_batch_size)
   io_utils.atomic_save_npy(os.path.join(run_dir, TARGET_PROBS), target_probs)
@@ -189,7 +200,8 @@ def _evaluate_and_save(cfg, model, domains, run, run_dir, skipped):
     eval_probs = predict_probs(model, domains.target_eval, eval_opts, cfg.eval_batch_size)
     io_utils.atomic_save_npy(os.path.join(run_dir, EVAL_PROBS), eval_probs)
   result = {"run": run, "steps": cfg.steps_per_run,
-            "skipped_images": {"source": skipped[0], "target": skipped[1]}}
+            "skipped_images": {"source": skipped[0], "target": skipped[1]},
+            "train_images_per_second": speed}
   result.update(metrics.prediction_report(
       eval_probs, domains.target_eval.labels if domains.target_eval.labelled else None,
       domains.num_classes))
