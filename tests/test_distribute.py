@@ -59,8 +59,8 @@ def test_cpu_replicas_cli_matches_one_device(tiny_domains, tmp_path):
 @pytest.mark.parametrize("extra, message", [
     (["--cpu_replicas=4"], "error: --batch_size=6 is not divisible by the 4 replicas"),
     (["--cpu_replicas=2", "--jit_compile"],
-     "error: --jit_compile with 2 replicas needs GPUs (these are device:CPU:0, "
-     "device:CPU:1); drop --jit_compile or use one device"),
+     "error: --jit_compile under MirroredStrategy needs GPUs (these are device:CPU:0, "
+     "device:CPU:1); drop --jit_compile or use --distribution_strategy=one_device"),
 ])
 def test_replica_settings_refused_with_one_line(tiny_domains, tmp_path, extra, message):
   root, src, tgt = tiny_domains

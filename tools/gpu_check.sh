@@ -4,11 +4,14 @@
 # the training images/s it logged.
 #
 #   BIWAA_TF_VARIANT=cuda pip install -e ".[demo]" && tools/gpu_check.sh [OUT_DIR] [STEPS]
-# (BIWAA_GPU_CHECK_ALLOW_CPU=1 runs it on the CPU, to check the script itself.)
+# (BIWAA_GPU_CHECK_ALLOW_CPU=1 runs it on the CPU with one_device, to check the
+# script itself: XLA under MirroredStrategy needs GPUs.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-/tmp/biwaa_gpu_check}
 steps=${2:-800}
+strategy=mirrored
+[ "${BIWAA_GPU_CHECK_ALLOW_CPU:-0}" = 1 ] && strategy=one_device
 python - <<'EOF'
 import os
 import tensorflow as tf
@@ -28,7 +31,7 @@ for setup in "float32" "bfloat16+xla" "float16+xla"; do
   log="$out/$setup.log"
   mkdir -p "$out"
   python -m biwaa_tf.main --flagfile=configs/demo.flags --model_dir="$dir" --overwrite \
-    --steps_per_run="$steps" --distribution_strategy=mirrored --noprogress "${extra[@]}" \
+    --steps_per_run="$steps" --distribution_strategy="$strategy" --noprogress "${extra[@]}" \
     >"$log" 2>&1 || { echo "error: $setup failed, see $log"; exit 1; }
   python - "$dir" "$setup" <<'EOF'
 import json, sys

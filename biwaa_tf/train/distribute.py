@@ -69,15 +69,16 @@ def check_batch(strategy, batch_size):
 
 
 def check_jit(strategy, jit_compile):
-  """XLA with several replicas needs GPUs: on CPUs the replicas' step calls merge_call,
-  which an XLA-compiled function cannot."""
-  if not jit_compile or strategy.num_replicas_in_sync == 1:
+  """XLA under (multi-worker) MirroredStrategy needs GPUs: on CPUs each replica's
+  step synchronises through merge_call, which an XLA-compiled function cannot."""
+  if not jit_compile or not isinstance(
+      strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)):
     return
   devices = strategy.extended.worker_devices
   if not all("GPU" in d.upper() for d in devices):
-    raise UserError(f"--jit_compile with {strategy.num_replicas_in_sync} replicas needs GPUs "
-                    f"(these are {', '.join(sorted({d.split('/')[-1] for d in devices}))}); "
-                    "drop --jit_compile or use one device")
+    raise UserError(f"--jit_compile under {type(strategy).__name__} needs GPUs (these are "
+                    f"{', '.join(sorted({d.split('/')[-1] for d in devices}))}); "
+                    "drop --jit_compile or use --distribution_strategy=one_device")
 
 
 def split_batch(strategy, batch, batch_size):
