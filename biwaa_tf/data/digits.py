@@ -4,10 +4,14 @@
 * ``digits_target``: the other half with a visible domain shift (thickened
   strokes, a small rotation, a grey noisy background) and a long-tailed class
   distribution (class k kept with fraction ``TAIL ** (k / 9)``).
+* ``digits_clutter``: the same target images and label shift, but the shift is
+  class-unrelated background clutter (random bright line segments and a blob)
+  on top of the rotated digit: the domains differ most where the classifier
+  should not look, the case the backprop-induced weighting is for (Fig. 1).
 
 Written once as PNG files plus list files under the cache directory
 (``$BIWAA_TF_DATA``, default ``~/.cache/biwaa_tf``); flags name them as
-``builtin:digits_source`` and ``builtin:digits_target``.
+``builtin:digits_source``, ``builtin:digits_target`` and ``builtin:digits_clutter``.
 """
 
 import os
@@ -19,10 +23,10 @@ import numpy as np
 from biwaa_tf.errors import UserError
 
 BUILTIN_PREFIX = "builtin:"
-NAMES = ("digits_source", "digits_target")
+NAMES = ("digits_source", "digits_target", "digits_clutter")
 TAIL = 0.15
 SIZE = 32
-VERSION = "v1"
+VERSION = "v2"  # v2 added digits_clutter; the v1 domains are unchanged
 
 
 def cache_dir():
@@ -39,13 +43,44 @@ def _upsample(images8):
 
 def _shift(images, rng):
   """Target shift: thicker strokes (3x3 max filter), rotation, grey noisy background."""
-  import tensorflow as tf
   padded = np.pad(images, ((0, 0), (1, 1), (1, 1)))
   thick = np.max([padded[:, dy:dy + SIZE, dx:dx + SIZE] for dy in range(3) for dx in range(3)],
                  axis=0)
+  rotated = _rotate(thick, rng)
+  # Grey, noisy background and weaker strokes.
+  noise = rng.normal(0.0, 25.0, size=rotated.shape)
+  return np.clip(90.0 + 0.6 * rotated + noise, 0, 255)
+
+
+def _clutter(images, rng):
+  """Clutter shift: rotation, then 3 random bright line segments and a blob behind
+  the digit (class-unrelated), and mild noise."""
+  rotated = _rotate(images, rng)
+  n = len(images)
+  layer = np.zeros_like(rotated)
+  t = np.linspace(0.0, 1.0, 48)
+  for i in range(n):
+    for _ in range(3):
+      (y0, x0), (y1, x1) = rng.uniform(0, SIZE - 1, size=(2, 2))
+      ys = np.clip(np.round(y0 + t * (y1 - y0)).astype(int), 0, SIZE - 2)
+      xs = np.clip(np.round(x0 + t * (x1 - x0)).astype(int), 0, SIZE - 2)
+      value = rng.uniform(150, 255)
+      for dy in (0, 1):
+        for dx in (0, 1):
+          layer[i, ys + dy, xs + dx] = value
+    cy, cx = rng.integers(4, SIZE - 4, size=2)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    layer[i][(yy - cy) ** 2 + (xx - cx) ** 2 <= rng.integers(4, 10)] = rng.uniform(120, 220)
+  noise = rng.normal(0.0, 10.0, size=rotated.shape)
+  return np.clip(np.maximum(rotated, layer) + noise, 0, 255)
+
+
+def _rotate(images, rng):
+  """Each image rotated by a uniform angle in [-0.35, 0.35] rad about its centre."""
+  import tensorflow as tf
   angles = rng.uniform(-0.35, 0.35, size=len(images))
   rotated = []
-  for img, a in zip(thick, angles):
+  for img, a in zip(images, angles):
     c, s = np.cos(a), np.sin(a)
     h = SIZE / 2.0
     # Inverse map for ImageProjectiveTransformV3 (output -> input coordinates).
@@ -56,10 +91,7 @@ def _shift(images, rng):
         output_shape=tf.constant([SIZE, SIZE]), fill_value=0.0,
         interpolation="BILINEAR", fill_mode="CONSTANT")
     rotated.append(out.numpy()[0, :, :, 0])
-  rotated = np.clip(np.stack(rotated), 0, 255)
-  # Grey, noisy background and weaker strokes.
-  noise = rng.normal(0.0, 25.0, size=rotated.shape)
-  return np.clip(90.0 + 0.6 * rotated + noise, 0, 255)
+  return np.clip(np.stack(rotated), 0, 255)
 
 
 def _write_domain(root, name, images, labels):
@@ -95,6 +127,8 @@ def build(root, seed=0):
   try:
     _write_domain(tmp, NAMES[0], _upsample(digits.images[src]), digits.target[src])
     _write_domain(tmp, NAMES[1], _shift(_upsample(digits.images[tgt]), rng), digits.target[tgt])
+    _write_domain(tmp, NAMES[2], _clutter(_upsample(digits.images[tgt]),
+                                          np.random.default_rng(seed + 1)), digits.target[tgt])
     os.replace(tmp, root)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
