@@ -18,8 +18,8 @@ def conv_trunk(backbone):
   """Model: images -> (last 4-D feature map, backbone output)."""
   last = None
   for layer in backbone.layers:
-    shape = getattr(layer, "output", None)
-    if shape is not None and len(layer.output.shape) == 4:
+    output = getattr(layer, "output", None)
+    if output is not None and len(output.shape) == 4:
       last = layer
   if last is None:
     raise ValueError(f"{backbone.name}: no convolutional feature map found")

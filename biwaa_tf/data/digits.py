@@ -56,10 +56,10 @@ def _clutter(images, rng):
   """Clutter shift: rotation, then 3 random bright line segments and a blob behind
   the digit (class-unrelated), and mild noise."""
   rotated = _rotate(images, rng)
-  n = len(images)
   layer = np.zeros_like(rotated)
   t = np.linspace(0.0, 1.0, 48)
-  for i in range(n):
+  yy, xx = np.mgrid[:SIZE, :SIZE]
+  for i in range(len(images)):
     for _ in range(3):
       (y0, x0), (y1, x1) = rng.uniform(0, SIZE - 1, size=(2, 2))
       ys = np.clip(np.round(y0 + t * (y1 - y0)).astype(int), 0, SIZE - 2)
@@ -69,7 +69,6 @@ def _clutter(images, rng):
         for dx in (0, 1):
           layer[i, ys + dy, xs + dx] = value
     cy, cx = rng.integers(4, SIZE - 4, size=2)
-    yy, xx = np.mgrid[:SIZE, :SIZE]
     layer[i][(yy - cy) ** 2 + (xx - cx) ** 2 <= rng.integers(4, 10)] = rng.uniform(120, 220)
   noise = rng.normal(0.0, 10.0, size=rotated.shape)
   return np.clip(np.maximum(rotated, layer) + noise, 0, 255)

@@ -245,14 +245,13 @@ class BIWAAModel(keras.Model):
     """
     ctx = tf.distribute.get_replica_context()
     variables = [v for _, vs in self._optimizer_groups() for v in vs]
-    if not self.config.loss_scaling:
-      grads = tape.gradient(total, variables)
-      return self._apply_groups([g if g is None else g / ctx.num_replicas_in_sync
-                                 for g in grads])
-    scale = tf.identity(self.loss_scale)
-    # d(S * total)/dv: the scale enters as the upstream gradient of the loss.
+    # float16: d(S * total)/dv, the scale S entering as the loss's upstream gradient.
+    scale = tf.identity(self.loss_scale) if self.config.loss_scaling else None
     grads = tape.gradient(total, variables, output_gradients=scale)
-    grads = [g if g is None else g / (scale * ctx.num_replicas_in_sync) for g in grads]
+    divisor = ctx.num_replicas_in_sync if scale is None else scale * ctx.num_replicas_in_sync
+    grads = [g if g is None else g / divisor for g in grads]
+    if scale is None:
+      return self._apply_groups(grads)
     bad = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
                          1.0 - tf.cast(loss_scale.all_finite(grads), tf.float32))
     # Like Keras' LossScaleOptimizer: a merge_call where the strategy needs one
@@ -264,14 +263,14 @@ class BIWAAModel(keras.Model):
     """Both optimizers step only if every replica's gradients are finite; the scale follows."""
     if tf.distribute.in_cross_replica_context():
       finite = strategy.experimental_local_results(finite)[0]
-
-      def apply():
-        strategy.extended.call_for_each_replica(self._apply_groups, args=(grads,))
-        return tf.constant(True)
+      step = lambda: strategy.extended.call_for_each_replica(  # noqa: E731
+          self._apply_groups, args=(grads,))
     else:  # replica context: `finite` is the same on every replica (all-reduced)
-      def apply():
-        self._apply_groups(grads)
-        return tf.constant(True)
+      step = lambda: self._apply_groups(grads)  # noqa: E731
+
+    def apply():
+      step()
+      return tf.constant(True)
 
     tf.cond(finite, apply, lambda: tf.constant(False))
     new_scale, new_good = loss_scale.next_loss_scale(
