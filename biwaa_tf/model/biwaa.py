@@ -126,18 +126,20 @@ class BIWAAModel(keras.Model):
     """One BIWAA step (Algorithm 1, lines 6-27)."""
     (x_s, y_s), (x_t, idx_t, y_t_true) = data
     c = self.config
-    coeff = schedules.grl_coefficient(self.step, c.grl_ramp_steps)
+    # The step counter is read once, before any replica synchronises (see below).
+    step = tf.identity(self.step)
+    coeff = schedules.grl_coefficient(step, c.grl_ramp_steps)
     with tf.GradientTape() as tape:
       f_s, logits_s, f_t, logits_t = self.forward(x_s, x_t)             # line 8
       loss_cls = losses.cross_entropy(logits_s, y_s)                      # line 18
       total, logs = loss_cls, {"loss_cls": loss_cls}
       if c.adversarial:
-        y_t = self.target_pseudo_labels(idx_t, logits_t)                  # lines 9-12
+        y_t = self.target_pseudo_labels(idx_t, logits_t, step)            # lines 9-12
         if c.ms_loss:                                                     # lines 13-16
           loss_ms, terms, centroids = self.semantic_loss(f_s, y_s, f_t, y_t, coeff)
           total += loss_ms
           logs.update(loss_ms=loss_ms, **{f"ms_{k}": v for k, v in terms.items()})
-        loss_adv, disc_acc = self.adversarial_loss(f_s, y_s, f_t, y_t, coeff)  # 17-24
+        loss_adv, disc_acc = self.adversarial_loss(f_s, y_s, f_t, y_t, coeff, step)  # 17-24
         total += loss_adv
         logs.update(loss_adv=loss_adv, disc_acc=disc_acc,
                     pseudo_acc=self.pseudo_label_accuracy(y_t, y_t_true))
@@ -164,7 +166,7 @@ class BIWAAModel(keras.Model):
     b = tf.shape(x_s)[0]
     return f[:b], logits[:b], f[b:], logits[b:]
 
-  def target_pseudo_labels(self, idx_t, logits_t):
+  def target_pseudo_labels(self, idx_t, logits_t, step):
     """y~_t: softmax, within-run aggregate (table update), bootstrap, argmax."""
     c = self.config
     p = tf.stop_gradient(tf.nn.softmax(logits_t))
@@ -179,7 +181,7 @@ class BIWAAModel(keras.Model):
         self.agg_seen.assign(tf.tensor_scatter_nd_update(
             self.agg_seen, all_idx, tf.ones_like(all_idx[:, 0], tf.bool)))
     if c.bootstrap_steps > 0:
-      u = schedules.bootstrap_weight(self.step, c.bootstrap_steps)
+      u = schedules.bootstrap_weight(step, c.bootstrap_steps)
       u = tf.where(self.has_prev, u, 1.0)
       p = aggregation.bootstrap_mix(p, tf.gather(self.prev_aggregate, idx_t), u)
     return tf.argmax(p, axis=1, output_type=tf.int64)
@@ -196,7 +198,7 @@ class BIWAAModel(keras.Model):
     terms = losses.centroid_loss_terms(new_s, new_t)
     return losses.combine_centroid_loss(terms, coeff, c.paper_loss), terms, (new_s, new_t)
 
-  def adversarial_loss(self, f_s, y_s, f_t, y_t, coeff):
+  def adversarial_loss(self, f_s, y_s, f_t, y_t, coeff, step):
     """L_d = BCE(G_d(GRL(f * w)), d), w the backprop-induced weights (eq. 6-8)."""
     c = self.config
     f = tf.concat([f_s, f_t], 0)
@@ -208,7 +210,7 @@ class BIWAAModel(keras.Model):
       f = f * tf.cast(w, f.dtype)
     reversal = 1.0 if c.paper_loss else coeff
     rows, global_rows = _global_rows(tf.shape(f_s)[0])
-    d_logits = tf.cast(self.discriminator(gradient_reversal(f, reversal), step=self.step,
+    d_logits = tf.cast(self.discriminator(gradient_reversal(f, reversal), step=step,
                                           rows=rows, global_rows=global_rows,
                                           training=True)[:, 0], tf.float32)
     b = tf.shape(f_s)[0]
