@@ -29,8 +29,9 @@ def define_flags():
   flags.DEFINE_string("data_root", "", "Directory the list files' paths are relative to.")
   flags.DEFINE_boolean("skip_invalid_images", False, "Drop missing, empty, truncated or "
                        "non-image files (and report how many) instead of stopping.")
-  flags.DEFINE_integer("resize_size", 256, "Images are resized to this square size "
-                       "before cropping.")
+  flags.DEFINE_integer("resize_size", None, "Images are resized to this square size "
+                       "before cropping (default: 8/7 of --image_size, rounded: 256 for "
+                       "224 as in the paper, 32 for 28).")
   flags.DEFINE_integer("image_size", 224, "Crop size fed to the backbone.")
   flags.DEFINE_boolean("random_flip", True, "Random horizontal flips in training.")
   flags.DEFINE_boolean("ten_crop", False, "Evaluate with 10 crops (4 corners + centre, "
@@ -42,8 +43,12 @@ def define_flags():
                     "the true target labels (the paper's upper bound; ablation only).")
   # Model.
   flags.DEFINE_string("backbone", "resnet50", "Backbone: resnet50 or lenet (digits).")
-  flags.DEFINE_string("backbone_weights", "imagenet", "imagenet (downloaded by Keras), "
-                      "none (random init), or a path to a Keras weights file.")
+  flags.DEFINE_string("backbone_weights", None, "imagenet (downloaded by Keras), none "
+                      "(random init), or a path to a Keras weights file (default: "
+                      "imagenet for resnet50, none for lenet).")
+  flags.DEFINE_integer("num_classes", 0, "Number of classes; 0: one more than the "
+                       "source's largest label, and then every class needs a source image "
+                       "(a label with gaps is refused as a likely typo).")
   flags.DEFINE_integer("bottleneck_dim", 256, "Width of the bottleneck features f.")
   # Method.
   flags.DEFINE_enum("method", "biwaa", list(METHODS), "biwaa: weighting + centroid loss; "
@@ -74,6 +79,9 @@ def define_flags():
                        "weight 1-u(j); 0 disables.")
   # Optimisation.
   flags.DEFINE_integer("batch_size", 36, "Images per domain per step.")
+  flags.DEFINE_boolean("balanced_source", True, "Load the source class-balanced (as the "
+                       "authors' implementation); --nobalanced_source samples it uniformly "
+                       "(shuffled epochs), as most other libraries do.")
   flags.DEFINE_integer("steps_per_run", 5004, "Training steps per run.")
   flags.DEFINE_integer("runs", 1, "Iterative runs (BIWAA-I uses 10), each from the same "
                        "initial weights, seed + 100 x run.")
@@ -94,7 +102,9 @@ def define_flags():
   flags.DEFINE_boolean("overwrite", False, "Replace a model_dir that holds a training "
                        "with different flags.")
   flags.DEFINE_boolean("deterministic", False, "Enable TensorFlow op determinism.")
-  flags.DEFINE_boolean("progress", True, "Show a progress bar while training.")
+  flags.DEFINE_boolean("progress", True, "Show training progress: a live bar in a "
+                       "terminal; in a log file or pipe, a line (step, losses, images/s, "
+                       "ETA) at every tenth of a run and at least once a minute.")
   # Scale-out and speed.
   flags.DEFINE_enum("distribution_strategy", "auto",
                     ["auto", "one_device", "mirrored", "multi_worker_mirrored"],
@@ -115,8 +125,9 @@ def define_flags():
                     "the losses stay float32.")
   flags.DEFINE_boolean("jit_compile", False, "Compile the training step with XLA (a GPU "
                        "option: slower for ResNet-50 on CPU).")
-  flags.DEFINE_boolean("dry_run", False, "Resolve and validate the flags and list files, "
-                       "print the plan and exit without reading images or writing.")
+  flags.DEFINE_boolean("dry_run", False, "Run every check of a real training (flags, "
+                       "lists, image files, model_dir, devices, backbone and its weights), "
+                       "print the plan and exit without training or writing anything.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +144,7 @@ class TrainConfig:
   balanced_target: str
   backbone: str
   backbone_weights: str
+  num_classes: int
   bottleneck_dim: int
   method: str
   feature_weighting: bool
@@ -147,6 +159,7 @@ class TrainConfig:
   across_run_decay: float
   bootstrap_steps: int
   batch_size: int
+  balanced_source: bool
   steps_per_run: int
   runs: int
   lr: float
@@ -189,11 +202,14 @@ def config_from_flags(fv=None):
                                  else fv.feature_weighting)
   values["ms_loss"] = default_on if fv.ms_loss is None else fv.ms_loss
   values["target_eval"] = fv.target_eval or fv.target
+  values["resize_size"] = fv.resize_size or default_resize_size(fv.image_size)
+  values["backbone_weights"] = fv.backbone_weights or default_backbone_weights(fv.backbone)
+  _require(fv.num_classes >= 0, "num_classes", f"must be >= 0, got {fv.num_classes}")
   for name in ("resize_size", "image_size", "batch_size", "steps_per_run", "runs",
                "checkpoint_every", "eval_batch_size", "log_every", "bottleneck_dim"):
     _require(values[name] > 0, name, f"must be positive, got {values[name]}")
-  _require(fv.image_size <= fv.resize_size, "image_size",
-           f"{fv.image_size} is larger than --resize_size={fv.resize_size}")
+  _require(fv.image_size <= values["resize_size"], "image_size",
+           f"{fv.image_size} is larger than --resize_size={values['resize_size']}")
   _require(fv.lr > 0, "lr", f"must be positive, got {fv.lr}")
   _require(fv.weighting_factor >= 0, "weighting_factor", "must be >= 0")
   _require(fv.bootstrap_steps >= 0, "bootstrap_steps", "must be >= 0")
@@ -202,12 +218,25 @@ def config_from_flags(fv=None):
   _require(0 <= fv.within_run_momentum <= 1, "within_run_momentum", "must be in [0, 1]")
   _require(fv.grl_ramp_steps > 0, "grl_ramp_steps", "must be positive")
   _require(fv.cpu_replicas >= 0, "cpu_replicas", "must be >= 0")
+  if fv.backbone == "lenet":
+    _require(values["backbone_weights"] != "imagenet", "backbone_weights",
+             "lenet has no ImageNet weights; use none or a weights file")
   if fv.method == "source_only":
     _require(not values["feature_weighting"], "feature_weighting",
              "needs an adversarial method (--method=dann or biwaa)")
     _require(not values["ms_loss"], "ms_loss",
              "needs an adversarial method (--method=dann or biwaa)")
   return TrainConfig(**values)
+
+
+def default_resize_size(image_size):
+  """The resize before the crop: 8/7 of the crop (224 -> 256, as the paper; 28 -> 32)."""
+  return int(round(image_size * 8 / 7))
+
+
+def default_backbone_weights(backbone):
+  """Pretrained weights where the backbone has them (resnet50), else none."""
+  return "imagenet" if backbone.startswith("resnet") else "none"
 
 
 def resolved_flags_text(cfg):

@@ -52,14 +52,12 @@ def run(argv=None):
 
   from biwaa_tf.train import preflight
   logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(message)s")
-  logging.getLogger("tensorflow").setLevel(logging.WARNING)
+  for chatty in ("tensorflow", "absl"):  # TensorFlow's Python-side INFO lines
+    logging.getLogger(chatty).setLevel(logging.WARNING)
   try:
     # Flags, lists, images and model_dir are checked before TensorFlow loads,
     # so that a mistake is reported at once.
     cfg = biwaa_flags.config_from_flags(FLAGS)
-    if cfg.dry_run:
-      print(preflight.plan(cfg))
-      return 0
     domains = preflight.prepare_data(cfg)
     preflight.check_model_dir(cfg)
     import tensorflow as tf
@@ -70,6 +68,10 @@ def run(argv=None):
     strategy = distribute.make_strategy(cfg.distribution_strategy)
     if cfg.deterministic:
       tf.config.experimental.enable_op_determinism()
+    if cfg.dry_run:
+      iterative.check(cfg, strategy, domains)  # the devices, the backbone and its weights
+      print(preflight.plan(cfg, domains))
+      return 0
     summary = iterative.train(cfg, strategy, domains)
     if summary is None:  # a non-chief worker: the chief writes the results
       return 0

@@ -4,8 +4,9 @@ import os
 import subprocess
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import biwaa_tf  # noqa: F401  (before TensorFlow: keeps its start-up lines quiet)
 
+# isort: split
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402

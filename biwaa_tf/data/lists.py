@@ -215,6 +215,51 @@ def validate_images(image_list, skip_invalid, workers=16):
   return kept, len(bad)
 
 
+def check_every_class_present(source):
+  """Every class index below the largest label needs a source image.
+
+  A gap is most often a typo (a 3-class list with one line '... 7' would train an
+  8-class model); --num_classes declares classes without source images on purpose.
+  """
+  counts = np.bincount(source.labels, minlength=len(source.class_names))
+  missing = np.flatnonzero(counts == 0)
+  if not len(missing):
+    return
+  top = int(source.labels.max())
+  where = _line_of(source, int(np.argmax(source.labels == top)))
+  missing_text = _ranges(missing.tolist())
+  raise UserError(f"{where}: label {top}, but class(es) {missing_text} have no source "
+                  f"image; fix the label, or declare the classes with "
+                  f"--num_classes={len(counts)}")
+
+
+def _line_of(image_list, entry):
+  """'file:line' of entry `entry` of a list file (file and entry for a folder)."""
+  path = image_list.name
+  if os.path.isfile(path):
+    count = -1
+    with open(path, encoding="utf-8") as f:
+      for lineno, line in enumerate(f, 1):
+        line = line.strip()
+        if line and not line.startswith("#"):
+          count += 1
+          if count == entry:
+            return f"{path}:{lineno}"
+  return f"{path} (entry {entry + 1})"
+
+
+def _ranges(values):
+  """[3, 4, 5, 6, 9] -> '3-6, 9'."""
+  parts, start = [], None
+  for i, v in enumerate(values):
+    if start is None:
+      start = v
+    if i + 1 == len(values) or values[i + 1] != v + 1:
+      parts.append(str(start) if start == v else f"{start}-{v}")
+      start = None
+  return ", ".join(parts)
+
+
 def check_same_classes(source, target):
   """Source and target must describe the same classes (names compared where known)."""
   if len(target.class_names) != len(source.class_names):

@@ -116,12 +116,15 @@ def skipped_images(last_positions, steps, batch_size):
 
 
 def training_pairs(source, target, opts, batch_size, seed, target_balance=None,
-                   num_classes=None):
+                   num_classes=None, balance_source=True):
   """Elements (((x_s, y_s), (x_t, index_t, y_t)), (positions_s, positions_t)).
 
-  y_t is -1 when unknown; the positions feed `skipped_images`.
+  The source is class-balanced by its labels (uniform when not `balance_source`),
+  the target by `target_balance` (uniform when None). y_t is -1 when unknown; the
+  positions feed `skipped_images`.
   """
-  src = train_dataset(source, opts, batch_size, seed, source.labels, num_classes)
+  src = train_dataset(source, opts, batch_size, seed,
+                      source.labels if balance_source else None, num_classes)
   tgt = train_dataset(target, opts, batch_size, seed + 1, target_balance, num_classes)
 
   def pair(s, t):

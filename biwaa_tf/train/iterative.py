@@ -10,6 +10,7 @@ Resume order (re-running the same command on the same model_dir):
 
 import logging
 import os
+import shutil
 import signal
 
 import numpy as np
@@ -43,19 +44,42 @@ def earlier_aggregate(cfg, run_dirs):
   return aggregation.across_run_aggregate(probs, cfg.across_run_decay)
 
 
+def check(cfg, strategy, domains):
+  """The checks that need TensorFlow: replicas, XLA, and building the model (which
+  loads the backbone's weights). Writes nothing."""
+  distribute.check_jit(strategy, cfg.jit_compile)
+  distribute.check_batch(strategy, cfg.batch_size)
+  with strategy.scope():
+    run_lib.build_model(cfg, domains, cfg.seed)
+
+
 def train(cfg, strategy=None, domains=None):
   """Trains cfg.runs runs (resuming), writes results.json, returns it.
 
   `domains`: the datasets as preflight.prepare_data returned them (read if None).
+  A training that fails with a UserError before its first checkpoint leaves no
+  model_dir behind (a corrected command then starts afresh).
   """
   import tensorflow as tf
   strategy = strategy or tf.distribute.get_strategy()
-  distribute.check_jit(strategy, cfg.jit_compile)
-  distribute.check_batch(strategy, cfg.batch_size)
   domains = domains or prepare_data(cfg)
+  check(cfg, strategy, domains)  # before anything is written
   chief = distribute.is_chief(strategy)
+  fresh = chief and not os.path.exists(os.path.join(cfg.model_dir, FLAGS_FILE))
+  existed = os.path.isdir(cfg.model_dir)
   if chief:
     prepare_model_dir(cfg, domains)
+  try:
+    return _train_runs(cfg, strategy, domains, chief)
+  except UserError:
+    if fresh and not tf.train.latest_checkpoint(os.path.join(cfg.model_dir, "run_0", "ckpt")):
+      shutil.rmtree(cfg.model_dir, ignore_errors=True)
+      if existed:
+        os.makedirs(cfg.model_dir, exist_ok=True)
+    raise
+
+
+def _train_runs(cfg, strategy, domains, chief):
   logging.info("source %s: %d images; target %s: %d; eval %s: %d; %d classes",
                domains.source.name, domains.source.size, domains.target.name,
                domains.target.size, domains.target_eval.name, domains.target_eval.size,

@@ -24,9 +24,17 @@ _RESUME_FREE = ("runs", "overwrite", "progress", "log_every", "checkpoint_every"
 def prepare_data(cfg, check_images=True):
   """Reads and validates the three datasets; writes nothing."""
   normalization = backbone_normalization(cfg.backbone)  # refuses an unknown one first
-  source = lists.load_image_list(cfg.source, cfg.data_root)
+  if cfg.backbone_weights not in ("imagenet", "none") and not os.path.isfile(
+      cfg.backbone_weights):
+    raise UserError(f"--backbone_weights={cfg.backbone_weights}: no such file")
+  source = lists.load_image_list(cfg.source, cfg.data_root, cfg.num_classes or None)
   if not source.labelled:
     raise UserError(f"{source.name}: the source needs a label on every line")
+  if not cfg.num_classes:
+    lists.check_every_class_present(source)
+  elif len(source.class_names) != cfg.num_classes:
+    raise UserError(f"--num_classes={cfg.num_classes}, but {source.name} has "
+                    f"{len(source.class_names)} class folders")
   k = len(source.class_names)
   target = lists.load_image_list(cfg.target, cfg.data_root, k)
   lists.check_same_classes(source, target)
@@ -99,17 +107,20 @@ def prepare_model_dir(cfg, domains):
                              list(domains.class_names))
 
 
-def plan(cfg):
-  """The plan of a training as text (lists are read, images are not)."""
-  d = prepare_data(cfg, check_images=False)
+def plan(cfg, domains=None):
+  """The plan of a training as text (`domains` as prepare_data returns them)."""
+  d = domains or prepare_data(cfg, check_images=False)
   on = {True: "on", False: "off"}
   lines = [
       f"method    {cfg.method} (feature weighting {on[cfg.feature_weighting]}, "
       f"MS loss {on[cfg.ms_loss]}, loss form {cfg.loss_form})",
       f"runs      {cfg.runs} x {cfg.steps_per_run} steps, batch {cfg.batch_size} source + "
-      f"{cfg.batch_size} target, lr {cfg.lr:g}, target loader {cfg.balanced_target}",
-      f"backbone  {cfg.backbone} ({cfg.backbone_weights}), {cfg.image_size} px crops of "
-      f"{cfg.resize_size}, {'10-crop' if cfg.ten_crop else 'centre-crop'} evaluation",
+      f"{cfg.batch_size} target, lr {cfg.lr:g}",
+      f"backbone  {cfg.backbone} (weights: {cfg.backbone_weights}), images resized to "
+      f"{cfg.resize_size} px, {cfg.image_size} px crops, "
+      f"{'10-crop' if cfg.ten_crop else 'centre-crop'} evaluation",
+      f"loaders   source {'class-balanced' if cfg.balanced_source else 'uniform'}, "
+      f"target {cfg.balanced_target}",
   ]
   for role, ds in (("source", d.source), ("target", d.target), ("eval", d.target_eval)):
     labels = "labelled" if ds.labelled else "unlabelled"

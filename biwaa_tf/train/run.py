@@ -5,7 +5,6 @@ import os
 import shutil
 import signal
 import tempfile
-import time
 
 import keras
 import numpy as np
@@ -16,7 +15,7 @@ from biwaa_tf.data import pipeline
 from biwaa_tf.errors import UserError
 from biwaa_tf.model import backbones
 from biwaa_tf.model.biwaa import BIWAAModel, MethodConfig
-from biwaa_tf.train import distribute, metrics, schedules
+from biwaa_tf.train import distribute, metrics, progress, schedules
 
 RESULT_FILE = "run_result.json"
 # Fault injection for the kill-and-resume tests: SIGKILL this process right
@@ -107,7 +106,7 @@ def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=No
     logging.info("run %d: target loaded class-balanced by labels with histogram %s",
                  run, hist.tolist())
   data = pipeline.training_pairs(domains.source, domains.target, opts, cfg.batch_size, seed,
-                                 balance_labels, domains.num_classes)
+                                 balance_labels, domains.num_classes, cfg.balanced_source)
   iterator = iter(data)
   ckpt = tf.train.Checkpoint(model=model, backbone_optimizer=model.backbone_optimizer,
                              head_optimizer=model.head_optimizer, data=iterator)
@@ -146,24 +145,22 @@ def _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief):
   start = int(model.step.numpy())
   writer = (tf.summary.create_file_writer(os.path.join(run_dir, "tb")) if chief
             else tf.summary.create_noop_writer())
-  bar = keras.utils.Progbar(cfg.steps_per_run, verbose=1 if cfg.progress and chief else 0,
-                            stateful_metrics=["grl_coeff", "lr"])
-  shown = ("loss", "loss_cls", "loss_adv", "loss_ms", "disc_acc", "pseudo_acc")
-  if cfg.progress and chief:
-    print(f"run {run}: steps {start} -> {cfg.steps_per_run}", flush=True)
-  positions, timed_from = None, None
+  images_per_step = 2 * cfg.batch_size if cfg.adversarial else cfg.batch_size
+  shown = progress.Progress(run, start, cfg.steps_per_run, images_per_step,
+                            enabled=cfg.progress and chief)
+  timer = progress.StepTimer()
+  positions = None
   for i in range(start, cfg.steps_per_run):
     logs, positions = step_fn(iterator)
-    if timed_from is None:  # the first step includes tracing: time the others
-      timed_from = (time.perf_counter(), i + 1)
     logs = {k: float(v) for k, v in logs.items()}
+    timer.tick()
     logs["lr"] = float(schedules.inv_lr(i, cfg.lr))  # the backbone's; new layers x10
     if not np.isfinite(logs["loss"]):
       raise NonFiniteLoss(
           f"run {run}: non-finite loss ({logs['loss']}) at step {i}; stopped, the last "
           f"good checkpoint ({manager.latest_checkpoint or 'none'}) is kept. Lower --lr?")
     step = i + 1
-    bar.update(step, [(k, v) for k, v in logs.items() if k in shown])
+    shown.update(step, logs)
     if step % cfg.log_every == 0 or step == cfg.steps_per_run:
       with writer.as_default(step=step):
         for k, v in logs.items():
@@ -176,13 +173,13 @@ def _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief):
   if positions is None:
     return [0, 0], None
   speed = None
-  timed_steps = cfg.steps_per_run - timed_from[1]
-  if timed_steps > 0:
-    seconds = time.perf_counter() - timed_from[0]
-    speed = 2 * cfg.batch_size * timed_steps / seconds  # source + target images
-    logging.info("run %d: %.2f steps/s, %.0f training images/s (source + target; "
-                 "steps %d-%d, checkpoints included)", run, timed_steps / seconds, speed,
-                 timed_from[1] + 1, cfg.steps_per_run)
+  if timer.durations:
+    speed = {"train_images_per_second": images_per_step / timer.median,
+             "median_step_seconds": timer.median}
+    logging.info("run %d: median step %.1f ms (mean %.1f ms with checkpoints), %.0f training "
+                 "images/s (%s)", run, 1e3 * timer.median, 1e3 * timer.mean,
+                 speed["train_images_per_second"],
+                 "source + target" if cfg.adversarial else "source")
   skipped = pipeline.skipped_images(positions.numpy(), cfg.steps_per_run, cfg.batch_size)
   if any(skipped):
     logging.warning("run %d: skipped %d source and %d target image(s) that could not be "
@@ -201,7 +198,7 @@ def _evaluate_and_save(cfg, model, domains, run, run_dir, skipped, speed=None):
     io_utils.atomic_save_npy(os.path.join(run_dir, EVAL_PROBS), eval_probs)
   result = {"run": run, "steps": cfg.steps_per_run,
             "skipped_images": {"source": skipped[0], "target": skipped[1]},
-            "train_images_per_second": speed}
+            **(speed or {"train_images_per_second": None, "median_step_seconds": None})}
   result.update(metrics.prediction_report(
       eval_probs, domains.target_eval.labels if domains.target_eval.labelled else None,
       domains.num_classes))
