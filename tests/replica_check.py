@@ -8,15 +8,14 @@ import json
 import os
 import sys
 
+import biwaa_tf  # noqa: F401  (before TensorFlow: keeps its start-up lines quiet)
+
+# isort: split
 import tensorflow as tf
 
 from biwaa_tf.train import distribute
 
 distribute.configure_cpu_replicas(2)
-# One op at a time: the one-device reference step is not reproducible under CPU
-# load with inter-op parallelism (a race found but not yet explained; see the
-# README's "Known issue"), and this check is about the replicas' arithmetic.
-tf.config.threading.set_inter_op_parallelism_threads(1)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

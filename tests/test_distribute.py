@@ -56,20 +56,6 @@ def test_cpu_replicas_cli_matches_one_device(tiny_domains, tmp_path):
   np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--cpu_replicas=4"], "error: --batch_size=6 is not divisible by the 4 replicas"),
-    (["--cpu_replicas=2", "--jit_compile"],
-     "error: --jit_compile under MirroredStrategy needs GPUs (these are device:CPU:0, "
-     "device:CPU:1); drop --jit_compile or use --distribution_strategy=one_device"),
-])
-def test_replica_settings_refused_with_one_line(tiny_domains, tmp_path, extra, message):
-  root, src, tgt = tiny_domains
-  res = run_main(tiny_flags(root, src, tgt, tmp_path / "m", *extra))
-  assert res.returncode == 2
-  assert res.stderr.strip() == message
-  assert not (tmp_path / "m").exists()  # refused before anything is written
-
-
 @pytest.mark.parametrize("precision, extra", [
     ("bfloat16", []),
     # float16 on 2 replicas: the shared loss-scale decision is taken across replicas.

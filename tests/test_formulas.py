@@ -163,6 +163,41 @@ def test_within_run_update_first_visit_then_momentum():
   np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
+def _sequential_aggregation(table, seen, indices, probs, momentum=0.9):
+  """The implementation's loop: one sample after the other, the table updated each time."""
+  table, seen = table.astype(np.float64).copy(), seen.copy()
+  out = []
+  for i, p in zip(indices, probs.astype(np.float64)):
+    table[i] = momentum * p + (1 - momentum) * table[i] if seen[i] else p
+    seen[i] = True
+    out.append(table[i].copy())
+  return np.array(out), table
+
+
+@pytest.mark.parametrize("indices", [
+    [3, 1, 3, 0, 3, 1],      # index 3 three times, 1 twice
+    [2, 2, 2, 2],            # one sample four times
+    [0, 1, 2, 4],            # no repeats
+])
+def test_within_run_update_visits_repeated_samples_in_batch_order(indices):
+  rng = np.random.default_rng(1)
+  n, k = 5, 3
+  table = rng.dirichlet(np.ones(k), n).astype(np.float32)
+  seen = np.array([True, False, False, True, False])
+  probs = rng.dirichlet(np.ones(k), len(indices)).astype(np.float32)
+  expected, expected_table = _sequential_aggregation(table, seen, indices, probs)
+  got = aggregation.within_run_update(tf.constant(table), tf.constant(seen),
+                                      tf.constant(indices, tf.int64), tf.constant(probs))
+  np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6)
+  # The rows written back: each index's last occurrence, so no scatter sees a repeat.
+  last = aggregation.last_occurrences(tf.constant(indices, tf.int64)).numpy()
+  written = np.array(indices)[last]
+  assert len(set(written.tolist())) == len(written) == len(set(indices))
+  new_table = table.astype(np.float64).copy()
+  new_table[written] = got.numpy()[last]
+  np.testing.assert_allclose(new_table, expected_table, rtol=1e-6)
+
+
 def test_bootstrap_mix():
   cur = np.array([[0.9, 0.1]], np.float32)
   prev = np.array([[0.2, 0.8]], np.float32)

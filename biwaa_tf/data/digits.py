@@ -128,7 +128,12 @@ def build(root, seed=0):
     _write_domain(tmp, NAMES[1], _shift(_upsample(digits.images[tgt]), rng), digits.target[tgt])
     _write_domain(tmp, NAMES[2], _clutter(_upsample(digits.images[tgt]),
                                           np.random.default_rng(seed + 1)), digits.target[tgt])
-    os.replace(tmp, root)
+    try:
+      os.replace(tmp, root)
+    except OSError:
+      if not os.path.isdir(root):
+        raise
+      shutil.rmtree(tmp, ignore_errors=True)  # another process built it meanwhile
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise

@@ -171,15 +171,19 @@ class BIWAAModel(keras.Model):
     c = self.config
     p = tf.stop_gradient(tf.nn.softmax(logits_t))
     if c.within_run_aggregation:
-      p = aggregation.within_run_update(self.agg_table, self.agg_seen, idx_t, p,
-                                        c.within_run_momentum)
-      ctx = tf.distribute.get_replica_context()
-      all_idx = ctx.all_gather(idx_t, axis=0)[:, None]
-      with tf.control_dependencies([p]):  # after every replica's read (see train_step)
+      # Over the global batch in its order (a sample may occur twice), then this
+      # replica's rows; each index's last occurrence is written back.
+      all_idx, all_p = _gather_global(idx_t, p)
+      agg = aggregation.within_run_update(self.agg_table, self.agg_seen, all_idx, all_p,
+                                          c.within_run_momentum)
+      p = _local_rows(agg, tf.shape(idx_t)[0])
+      last = aggregation.last_occurrences(all_idx)
+      rows = tf.boolean_mask(all_idx, last)[:, None]
+      with tf.control_dependencies([agg]):  # after every replica's read (see train_step)
         self.agg_table.assign(
-            tf.tensor_scatter_nd_update(self.agg_table, all_idx, ctx.all_gather(p, axis=0)))
+            tf.tensor_scatter_nd_update(self.agg_table, rows, tf.boolean_mask(agg, last)))
         self.agg_seen.assign(tf.tensor_scatter_nd_update(
-            self.agg_seen, all_idx, tf.ones_like(all_idx[:, 0], tf.bool)))
+            self.agg_seen, rows, tf.ones_like(rows[:, 0], tf.bool)))
     if c.bootstrap_steps > 0:
       u = schedules.bootstrap_weight(step, c.bootstrap_steps)
       u = tf.where(self.has_prev, u, 1.0)
@@ -298,6 +302,15 @@ def _gather_global(*tensors):
   if ctx.num_replicas_in_sync == 1:
     return tensors
   return tuple(ctx.all_gather(t, axis=0) for t in tensors)
+
+
+def _local_rows(t, b):
+  """This replica's b rows of a tensor gathered by `_gather_global`."""
+  ctx = tf.distribute.get_replica_context()
+  if ctx.num_replicas_in_sync == 1:
+    return t
+  first = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * b
+  return t[first:first + b]
 
 
 def _global_rows(b):

@@ -5,11 +5,14 @@ import tensorflow as tf
 
 
 def within_run_update(table, seen, indices, probs, momentum=0.9):
-  """Aggregated target probabilities for a batch, and the updated table rows.
+  """Aggregated target probabilities for a batch, visited in batch order.
 
   First visit of sample i: p_a = p. Later visits: p_a = momentum * p +
-  (1 - momentum) * p_a(old) (the implementation's constants; eq. 11 of the paper
-  writes the same recursion with a factor r).
+  (1 - momentum) * p_a(previous visit) (the implementation's constants; eq. 11 of
+  the paper writes the same recursion with a factor r). A sample that occurs twice
+  in one batch (a balanced loader's batch can span two epochs) is visited twice,
+  in batch order, as the implementation's sample-by-sample update does: its second
+  occurrence sees the aggregate of its first.
 
   Args:
     table: N x K aggregated probabilities (any values for unseen rows).
@@ -17,11 +20,44 @@ def within_run_update(table, seen, indices, probs, momentum=0.9):
     indices: B sample indices of the batch.
     probs: B x K current probabilities.
   Returns:
-    The B x K aggregated probabilities for the batch (also the new table rows).
+    B x K aggregated probabilities, row b being the aggregate after visit b. The
+    table's new rows are those of each index's last occurrence (`last_occurrences`).
   """
+  indices = tf.convert_to_tensor(indices)
+  probs = tf.convert_to_tensor(probs)
   old = tf.gather(table, indices)
   was_seen = tf.gather(seen, indices)[:, None]
-  return tf.where(was_seen, momentum * probs + (1.0 - momentum) * old, probs)
+  first_visit = tf.where(was_seen, momentum * probs + (1.0 - momentum) * old, probs)
+  prev, depth = _previous_occurrences(indices)
+  has_prev = (prev >= 0)[:, None]
+  safe_prev = tf.maximum(prev, 0)
+
+  def visit(agg):  # one more link of every chain of repeated indices
+    return (tf.where(has_prev, momentum * probs + (1.0 - momentum) * tf.gather(agg, safe_prev),
+                     first_visit),)
+  return tf.while_loop(lambda agg: True, visit, (first_visit,), maximum_iterations=depth)[0]
+
+
+def _previous_occurrences(indices):
+  """For each row, the row of the same index just before it (-1 if none), and the
+  longest run of repeats (how many links the recursion needs)."""
+  b = tf.shape(indices)[0]
+  pos = tf.range(b)
+  same = tf.equal(indices[:, None], indices[None, :])
+  earlier = tf.logical_and(same, pos[None, :] < pos[:, None])  # [row, earlier row]
+  prev = tf.reduce_max(tf.where(earlier, pos[None, :], -1), axis=1)
+  depth = tf.reduce_max(tf.concat([tf.reduce_sum(tf.cast(earlier, tf.int32), axis=1), [0]], 0))
+  return prev, depth
+
+
+def last_occurrences(indices):
+  """B booleans: row b holds the last occurrence of its index in the batch (the rows
+  to write back, so that a scatter never sees a repeated index)."""
+  indices = tf.convert_to_tensor(indices)
+  pos = tf.range(tf.shape(indices)[0])
+  later = tf.logical_and(tf.equal(indices[:, None], indices[None, :]),
+                         pos[None, :] > pos[:, None])
+  return tf.logical_not(tf.reduce_any(later, axis=1))
 
 
 def bootstrap_mix(current, previous, u):

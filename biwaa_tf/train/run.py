@@ -72,7 +72,10 @@ def build_model(cfg, domains, seed):
 
 def predict_probs(model, image_list, opts, batch_size):
   """N x K softmax in list order (averaged over the 10 crops when enabled)."""
-  @tf.function(reduce_retracing=True)
+  crop = [10] if opts.ten_crop else []
+  spec = tf.TensorSpec([None, *crop, opts.image_size, opts.image_size, 3], tf.float32)
+
+  @tf.function(input_signature=[spec])  # one trace, whatever the last batch's size
   def infer(x):
     if opts.ten_crop:
       b = tf.shape(x)[0]
