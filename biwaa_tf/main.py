@@ -4,6 +4,7 @@ Parses the flags, then hands over to the iterative training. Bad flags or data
 end with a one-line ``error:`` message and exit status 2.
 """
 
+import logging
 import os
 import sys
 
@@ -42,18 +43,29 @@ def parse(argv):
   return None
 
 
+def _configure_logging():
+  """Our lines ('I message', 'W message') on stderr, from the biwaa_tf loggers only: their
+  own handler and level, so absl's flag parsing (which resets the root logger's level)
+  and TensorFlow's Python-side INFO lines change nothing."""
+  logger = logging.getLogger("biwaa_tf")
+  logger.setLevel(logging.INFO)
+  logger.propagate = False
+  if not logger.handlers:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname).1s %(message)s"))
+    logger.addHandler(handler)
+  for chatty in ("tensorflow", "absl"):  # TensorFlow's Python-side INFO lines
+    logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
 def run(argv=None):
   """The command line; returns the exit status."""
   argv = list(sys.argv if argv is None else argv)
   status = parse(argv)
   if status is not None:
     return status
-  import logging
-
   from biwaa_tf.train import preflight
-  logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(message)s")
-  for chatty in ("tensorflow", "absl"):  # TensorFlow's Python-side INFO lines
-    logging.getLogger(chatty).setLevel(logging.WARNING)
+  _configure_logging()
   try:
     # Flags, lists, images and model_dir are checked before TensorFlow loads,
     # so that a mistake is reported at once.

@@ -13,6 +13,8 @@ import tensorflow as tf
 
 from biwaa_tf.data import preprocess
 
+log = logging.getLogger(__name__)
+
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -69,7 +71,7 @@ def index_stream(labels, seed, balance_labels=None, num_classes=None):
     return ds
   target, initial, dropped = balanced_target_distribution(by, num_classes)
   if len(dropped):
-    logging.warning("class-balanced loading: %d class(es) have no sample and are "
+    log.warning("class-balanced loading: %d class(es) have no sample and are "
                     "dropped: %s", len(dropped), dropped.tolist())
   accept = tf.constant(acceptance_probabilities(target, initial), tf.float32)
   base = tf.constant([seed, 1], tf.int64)

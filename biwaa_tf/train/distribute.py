@@ -13,6 +13,8 @@ import tensorflow as tf
 
 from biwaa_tf.errors import UserError
 
+log = logging.getLogger(__name__)
+
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored")
 
 
@@ -64,7 +66,7 @@ def check_batch(strategy, batch_size):
   if batch_size % r:
     raise UserError(f"--batch_size={batch_size} is not divisible by the {r} replicas")
   if r > 1:
-    logging.info("%d replicas: %d source + %d target images each per step", r,
+    log.info("%d replicas: %d source + %d target images each per step", r,
                  batch_size // r, batch_size // r)
 
 

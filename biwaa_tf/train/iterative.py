@@ -21,6 +21,8 @@ from biwaa_tf.train import aggregation, distribute
 from biwaa_tf.train import run as run_lib
 from biwaa_tf.train.preflight import FLAGS_FILE, prepare_data, prepare_model_dir
 
+log = logging.getLogger(__name__)
+
 RESULTS_FILE = "results.json"
 EXPORT_DIR = "export"
 
@@ -80,7 +82,7 @@ def train(cfg, strategy=None, domains=None):
 
 
 def _train_runs(cfg, strategy, domains, chief):
-  logging.info("source %s: %d images; target %s: %d; eval %s: %d; %d classes",
+  log.info("source %s: %d images; target %s: %d; eval %s: %d; %d classes",
                domains.source.name, domains.source.size, domains.target.name,
                domains.target.size, domains.target_eval.name, domains.target_eval.size,
                domains.num_classes)
@@ -90,7 +92,7 @@ def _train_runs(cfg, strategy, domains, chief):
     done = os.path.join(run_dir, run_lib.RESULT_FILE)
     if os.path.exists(done):
       result = io_utils.read_json(done)
-      logging.info("run %d: complete, accuracy %s (skipped)", r, result.get("accuracy"))
+      log.info("run %d: complete, accuracy %s (skipped)", r, result.get("accuracy"))
     else:
       agg = earlier_aggregate(cfg, run_dirs)
       result = run_lib.train_run(cfg, domains, r, run_dir, agg,
@@ -108,7 +110,7 @@ def _train_runs(cfg, strategy, domains, chief):
   export_dir = os.path.join(cfg.model_dir, EXPORT_DIR)
   if trained or not os.path.exists(export_dir):
     run_lib.export_run(cfg, domains, cfg.runs - 1, run_dirs[-1], export_dir)
-    logging.info("exported the last run's model to %s", export_dir)
+    log.info("exported the last run's model to %s", export_dir)
   final = results[-1]
   summary = {"runs": results, "final_accuracy": final["accuracy"],
              "final_per_class_accuracy": final["per_class_accuracy"],

@@ -14,6 +14,8 @@ from biwaa_tf.errors import UserError
 from biwaa_tf.flags import resolved_flags_text
 from biwaa_tf.model.backbones import normalization as backbone_normalization
 
+log = logging.getLogger(__name__)
+
 FLAGS_FILE = "flags.txt"
 # Flags that do not change what is trained: a resumed command may differ in them.
 _RESUME_FREE = ("runs", "overwrite", "progress", "log_every", "checkpoint_every",
@@ -55,7 +57,7 @@ def prepare_data(cfg, check_images=True):
 def _validated(image_list, skip_invalid):
   kept, dropped = lists.validate_images(image_list, skip_invalid)
   if dropped:
-    logging.warning("%s: dropped %d invalid image(s)", image_list.name, dropped)
+    log.warning("%s: dropped %d invalid image(s)", image_list.name, dropped)
   return kept
 
 

@@ -17,6 +17,8 @@ from biwaa_tf.model import backbones
 from biwaa_tf.model.biwaa import BIWAAModel, MethodConfig
 from biwaa_tf.train import distribute, metrics, progress, schedules
 
+log = logging.getLogger(__name__)
+
 RESULT_FILE = "run_result.json"
 # Fault injection for the kill-and-resume tests: SIGKILL this process right
 # after global step N of run R has been handled ("R:N").
@@ -63,7 +65,7 @@ def build_model(cfg, domains, seed):
   backbone = backbones.build_backbone(cfg.backbone, cfg.image_size, cfg.backbone_weights)
   replicas = tf.distribute.get_strategy().num_replicas_in_sync
   if cfg.sync_batch_norm and replicas > 1 and backbones.synchronize_batch_norm(backbone):
-    logging.info("batch normalisation statistics over all %d replicas", replicas)
+    log.info("batch normalisation statistics over all %d replicas", replicas)
   backbone_opt, head_opt = make_optimizers(cfg)
   model = BIWAAModel(backbone, method_config(cfg, domains), backbone_opt, head_opt, seed=seed)
   model.build_all(cfg.image_size)
@@ -106,7 +108,7 @@ def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=No
   opts = image_options(cfg, domains.normalization)
   if balance_labels is not None:
     hist = np.bincount(balance_labels, minlength=domains.num_classes)
-    logging.info("run %d: target loaded class-balanced by labels with histogram %s",
+    log.info("run %d: target loaded class-balanced by labels with histogram %s",
                  run, hist.tolist())
   data = pipeline.training_pairs(domains.source, domains.target, opts, cfg.batch_size, seed,
                                  balance_labels, domains.num_classes, cfg.balanced_source)
@@ -120,7 +122,7 @@ def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=No
   latest = tf.train.latest_checkpoint(os.path.join(run_dir, "ckpt"))
   if latest:
     ckpt.restore(latest).assert_existing_objects_matched()
-    logging.info("run %d: resumed from %s at step %d", run, latest, int(model.step.numpy()))
+    log.info("run %d: resumed from %s at step %d", run, latest, int(model.step.numpy()))
   skipped, speed = _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief)
   if not chief:
     shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -179,13 +181,13 @@ def _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief):
   if timer.durations:
     speed = {"train_images_per_second": images_per_step / timer.median,
              "median_step_seconds": timer.median}
-    logging.info("run %d: median step %.1f ms (mean %.1f ms with checkpoints), %.0f training "
+    log.info("run %d: median step %.1f ms (mean %.1f ms with checkpoints), %.0f training "
                  "images/s (%s)", run, 1e3 * timer.median, 1e3 * timer.mean,
                  speed["train_images_per_second"],
                  "source + target" if cfg.adversarial else "source")
   skipped = pipeline.skipped_images(positions.numpy(), cfg.steps_per_run, cfg.batch_size)
   if any(skipped):
-    logging.warning("run %d: skipped %d source and %d target image(s) that could not be "
+    log.warning("run %d: skipped %d source and %d target image(s) that could not be "
                     "decoded during training", run, *skipped)
   return skipped, speed
 
