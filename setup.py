@@ -37,7 +37,9 @@ setup(
     ],
     extras_require={
         "demo": ["scikit-learn>=1.4"],
-        "dev": ["scikit-learn>=1.4", "pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "pillow>=10"],
+        "hub": ["huggingface_hub>=0.23"],
+        "dev": ["scikit-learn>=1.4", "huggingface_hub>=0.23", "pytest>=8", "pytest-xdist>=3.5",
+                "ruff>=0.6", "pillow>=10"],
     },
     entry_points={"console_scripts": ["biwaa-tf=biwaa_tf.main:run"]},
 )

@@ -42,10 +42,14 @@ def define_flags():
                     "balanced by predictions when there are any; oracle = balanced by "
                     "the true target labels (the paper's upper bound; ablation only).")
   # Model.
-  flags.DEFINE_string("backbone", "resnet50", "Backbone: resnet50 or lenet (digits).")
-  flags.DEFINE_string("backbone_weights", None, "imagenet (downloaded by Keras), none "
-                      "(random init), or a path to a Keras weights file (default: "
-                      "imagenet for resnet50, none for lenet).")
+  flags.DEFINE_string("backbone", "resnet50", "Backbone: resnet50 (torchvision's ResNet-50 "
+                      "v1.5, the authors' network), resnet50_keras (Keras' ResNet-50 v1 with "
+                      "Caffe weights), or lenet (digits).")
+  flags.DEFINE_string("backbone_weights", None, "imagenet (resnet50: torchvision's weights, "
+                      "fetched once through huggingface_hub; resnet50_keras: Keras' download), "
+                      "none (random init), or a weights file (resnet50: torchvision-format "
+                      ".safetensors, or .pth with PyTorch installed; others: a Keras weights "
+                      "file). Default: imagenet for the ResNets, none for lenet.")
   flags.DEFINE_integer("num_classes", 0, "Number of classes; 0: one more than the "
                        "source's largest label, and then every class needs a source image "
                        "(a label with gaps is refused as a likely typo).")
@@ -101,7 +105,10 @@ def define_flags():
   flags.DEFINE_integer("log_every", 50, "Write TensorBoard scalars every this many steps.")
   flags.DEFINE_boolean("overwrite", False, "Replace a model_dir that holds a training "
                        "with different flags.")
-  flags.DEFINE_boolean("deterministic", False, "Enable TensorFlow op determinism.")
+  flags.DEFINE_boolean("deterministic", False, "The same bits for the same command, also "
+                       "under CPU load and across kill and resume: TensorFlow op determinism "
+                       "and one inter-op thread (independent ops of a step run one after "
+                       "another; each op still uses all cores).")
   flags.DEFINE_boolean("progress", True, "Show training progress: a live bar in a "
                        "terminal; in a log file or pipe, a line (step, losses, images/s, "
                        "ETA) at every tenth of a run and at least once a minute.")

@@ -7,9 +7,46 @@ import os
 
 from biwaa_tf.errors import UserError
 
+# torchvision's ImageNet-1k V1 ResNet-50 weights, as timm publishes them in safetensors.
+TORCHVISION_RESNET50_REPO = "timm/resnet50.tv_in1k"
+TORCHVISION_RESNET50_FILE = "model.safetensors"
+TORCHVISION_RESNET50_URL = (f"https://huggingface.co/{TORCHVISION_RESNET50_REPO}/resolve/main/"
+                            f"{TORCHVISION_RESNET50_FILE}")
+
 
 def resnet50(image_size, weights):
-  """ImageNet ResNet-50, global-average pooled (2048-d); Keras' "caffe" inputs."""
+  """torchvision's ResNet-50 (v1.5), as the authors trained it; global-average pooled
+  (2048-d); torchvision's inputs (RGB / 255, ImageNet mean and std)."""
+  from biwaa_tf.model import torchvision_resnet
+  model = torchvision_resnet.resnet50_v15(image_size)
+  if weights == "imagenet":
+    weights = _download_torchvision_resnet50()
+  if weights != "none":
+    torchvision_resnet.load_weights_file(model, weights)
+  return model
+
+
+def _download_torchvision_resnet50():
+  """The local path of torchvision's ResNet-50 weights, fetched once into the Hugging
+  Face cache; a one-line error saying what to do where that is not possible."""
+  advice = (f"download {TORCHVISION_RESNET50_URL} and pass --backbone_weights=FILE "
+            f"(torchvision's ImageNet weights for resnet50)")
+  try:
+    import huggingface_hub
+  except ImportError:
+    raise UserError("--backbone_weights=imagenet needs huggingface_hub "
+                    f"(pip install -e '.[hub]'), or {advice}") from None
+  try:
+    return huggingface_hub.hf_hub_download(TORCHVISION_RESNET50_REPO, TORCHVISION_RESNET50_FILE)
+  except Exception as e:  # noqa: BLE001  (offline, proxy, disk: all end the same way)
+    reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+    raise UserError(f"--backbone_weights=imagenet: cannot fetch {TORCHVISION_RESNET50_FILE} "
+                    f"({reason}); {advice}") from None
+
+
+def resnet50_keras(image_size, weights):
+  """Keras' ImageNet ResNet-50 (v1, Caffe weights), global-average pooled (2048-d);
+  Keras' "caffe" inputs. Not the network the paper used (see resnet50)."""
   import keras  # here, so that the registry's names load without TensorFlow
   keras_weights = "imagenet" if weights == "imagenet" else None
   model = keras.applications.ResNet50(include_top=False, weights=keras_weights,
@@ -49,9 +86,9 @@ def _load_file(model, path):
     raise UserError(f"--backbone_weights={path}: cannot load: {first}") from None
 
 
-BACKBONES = {"resnet50": resnet50, "lenet": lenet}
+BACKBONES = {"resnet50": resnet50, "resnet50_keras": resnet50_keras, "lenet": lenet}
 # Pixel normalisation each backbone's weights expect (see data/preprocess.normalize).
-NORMALIZATION = {"resnet50": "caffe", "lenet": "unit"}
+NORMALIZATION = {"resnet50": "torch", "resnet50_keras": "caffe", "lenet": "unit"}
 
 
 def _check(name):
