@@ -16,6 +16,10 @@ import tensorflow as tf
 from biwaa_tf.train import distribute
 
 distribute.configure_cpu_replicas(2)
+# One op at a time, as --deterministic runs: with several inter-op threads two ops
+# of the step race under load (README, "--deterministic"), and this check compares
+# arithmetic, not schedules.
+tf.config.threading.set_inter_op_parallelism_threads(1)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
