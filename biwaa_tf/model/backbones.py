@@ -39,9 +39,8 @@ def _download_torchvision_resnet50():
   try:
     return huggingface_hub.hf_hub_download(TORCHVISION_RESNET50_REPO, TORCHVISION_RESNET50_FILE)
   except Exception as e:  # noqa: BLE001  (offline, proxy, disk: all end the same way)
-    reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
     raise UserError(f"--backbone_weights=imagenet: cannot fetch {TORCHVISION_RESNET50_FILE} "
-                    f"({reason}); {advice}") from None
+                    f"({_first_line(e)[:120]}); {advice}") from None
 
 
 def resnet50_keras(image_size, weights):
@@ -82,8 +81,13 @@ def _load_file(model, path):
   try:
     model.load_weights(path)
   except Exception as e:  # noqa: BLE001  (any loader failure is the file's fault)
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise UserError(f"--backbone_weights={path}: cannot load: {first}") from None
+    raise UserError(f"--backbone_weights={path}: cannot load: {_first_line(e)}") from None
+
+
+def _first_line(error):
+  """An exception as one line (its message's first line, or its type's name)."""
+  text = str(error).strip()
+  return text.splitlines()[0] if text else type(error).__name__
 
 
 BACKBONES = {"resnet50": resnet50, "resnet50_keras": resnet50_keras, "lenet": lenet}

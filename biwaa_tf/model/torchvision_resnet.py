@@ -127,14 +127,11 @@ def load_torch_state(model, state):
   """Copies a torchvision ResNet-50 state dict into `model` (conv OIHW -> HWIO, fc
   [out, in] -> [in, out]). Every layer of the model must be found; the fc weights
   are ignored by a model without the head."""
-  names = {layer.name for layer in model.layers}
   used = set()
   for layer in model.layers:
     if not layer.weights:
       continue
-    prefix = layer.name.replace("_", ".")
-    if layer.name.endswith("downsample_0") or layer.name.endswith("downsample_1"):
-      prefix = layer.name[:-2].replace("_", ".") + layer.name[-2:].replace("_", ".")
+    prefix = layer.name.replace("_", ".")  # layer1_0_downsample_0 -> layer1.0.downsample.0
     if type(layer).__name__ == "Conv2D":
       keys = [f"{prefix}.weight"]
       values = [np.transpose(_get(state, keys[0], model.name), (2, 3, 1, 0))]
@@ -153,7 +150,7 @@ def load_torch_state(model, state):
     layer.set_weights(values)
     used.update(keys)
   expected = {k for k in state if not k.endswith("num_batches_tracked")}
-  if "fc" not in names:
+  if "fc.weight" not in used:  # a model without the head
     expected = {k for k in expected if not k.startswith("fc.")}
   unused = sorted(expected - used)
   if unused:

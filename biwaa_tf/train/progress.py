@@ -73,8 +73,7 @@ class Progress:
       interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
     self.interactive = interactive
     self._bar = None
-    self._start_step, self._last_step = start, start
-    self._t0 = self._last_time = time.perf_counter()
+    self._last_step, self._last_time = start, time.perf_counter()
     self._timed_from = None  # (time, step) after the first step (tracing excluded)
     if enabled:
       print(f"run {run}: steps {start} -> {total}", file=self.stream, flush=True)
