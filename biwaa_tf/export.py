@@ -50,9 +50,7 @@ def export_saved_model(model, export_dir, class_names, opts):
     def one(data):
       image = tf.io.decode_image(data, channels=3, expand_animations=False)
       image.set_shape([None, None, 3])
-      if opts.ten_crop:
-        return preprocess.ten_crop(image, opts.resize_size, size, opts.mode)
-      return preprocess.eval_view(image, opts.resize_size, size, opts.mode)
+      return preprocess.eval_views(image, opts)
     crop_shape = [10, size, size, 3] if opts.ten_crop else [size, size, 3]
     x = tf.map_fn(one, encoded, fn_output_signature=tf.TensorSpec(crop_shape, tf.float32))
     if opts.ten_crop:

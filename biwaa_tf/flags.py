@@ -33,6 +33,15 @@ def define_flags():
                        "before cropping (default: 8/7 of --image_size, rounded: 256 for "
                        "224 as in the paper, 32 for 28).")
   flags.DEFINE_integer("image_size", 224, "Crop size fed to the backbone.")
+  flags.DEFINE_enum("resize_method", "bicubic", ["bicubic", "bilinear"], "Resize filter: "
+                    "bicubic = PIL's default as the authors' torchvision pipeline "
+                    "(antialiased, 8-bit values); bilinear = TensorFlow's bilinear without "
+                    "antialiasing (this project's behaviour before 2026-11-30).")
+  flags.DEFINE_enum("train_crop", None, ["resized", "random"], "Training crop: resized = "
+                    "torchvision's RandomResizedCrop (area 8-100%, aspect ratio 3/4-4/3, "
+                    "resized to --image_size), as the authors; random = a plain random "
+                    "--image_size crop of the resized image. Default: resized for the "
+                    "ResNets, random for lenet (digits would not survive 8% crops).")
   flags.DEFINE_boolean("random_flip", True, "Random horizontal flips in training.")
   flags.DEFINE_boolean("ten_crop", False, "Evaluate with 10 crops (4 corners + centre, "
                        "and their flips), softmax averaged, as the paper does.")
@@ -53,6 +62,11 @@ def define_flags():
   flags.DEFINE_integer("num_classes", 0, "Number of classes; 0: one more than the "
                        "source's largest label, and then every class needs a source image "
                        "(a label with gaps is refused as a likely typo).")
+  flags.DEFINE_enum("batch_norm", "per_domain", ["per_domain", "joint"], "Training "
+                    "forward pass: per_domain = source and target in two passes, each batch "
+                    "norm layer normalising (and updating its running statistics with) each "
+                    "domain's own statistics, as the authors' implementation; joint = one "
+                    "pass over [source; target] (this project before 2026-11-30).")
   flags.DEFINE_integer("bottleneck_dim", 256, "Width of the bottleneck features f.")
   # Method.
   flags.DEFINE_enum("method", "biwaa", list(METHODS), "biwaa: weighting + centroid loss; "
@@ -81,6 +95,11 @@ def define_flags():
   flags.DEFINE_integer("bootstrap_steps", 500, "Bootstrap length j_t: in runs after the "
                        "first, pseudo-labels mix in the earlier runs' aggregate with "
                        "weight 1-u(j); 0 disables.")
+  flags.DEFINE_boolean("bootstrap_crop_sum", True, "With --ten_crop, the bootstrap mixes "
+                       "the earlier runs' predictions summed over the 10 crops (rows sum to "
+                       "10, so they outweigh the current run's softmax for longer), as the "
+                       "authors' implementation; --nobootstrap_crop_sum: their mean "
+                       "(the paper's formula).")
   # Optimisation.
   flags.DEFINE_integer("batch_size", 36, "Images per domain per step.")
   flags.DEFINE_boolean("balanced_source", True, "Load the source class-balanced (as the "
@@ -146,12 +165,15 @@ class TrainConfig:
   skip_invalid_images: bool
   resize_size: int
   image_size: int
+  resize_method: str
+  train_crop: str
   random_flip: bool
   ten_crop: bool
   balanced_target: str
   backbone: str
   backbone_weights: str
   num_classes: int
+  batch_norm: str
   bottleneck_dim: int
   method: str
   feature_weighting: bool
@@ -165,6 +187,7 @@ class TrainConfig:
   across_run_aggregation: bool
   across_run_decay: float
   bootstrap_steps: int
+  bootstrap_crop_sum: bool
   batch_size: int
   balanced_source: bool
   steps_per_run: int
@@ -211,6 +234,7 @@ def config_from_flags(fv=None):
   values["target_eval"] = fv.target_eval or fv.target
   values["resize_size"] = fv.resize_size or default_resize_size(fv.image_size)
   values["backbone_weights"] = fv.backbone_weights or default_backbone_weights(fv.backbone)
+  values["train_crop"] = fv.train_crop or default_train_crop(fv.backbone)
   _require(fv.num_classes >= 0, "num_classes", f"must be >= 0, got {fv.num_classes}")
   for name in ("resize_size", "image_size", "batch_size", "steps_per_run", "runs",
                "checkpoint_every", "eval_batch_size", "log_every", "bottleneck_dim"):
@@ -244,6 +268,12 @@ def default_resize_size(image_size):
 def default_backbone_weights(backbone):
   """Pretrained weights where the backbone has them (resnet50), else none."""
   return "imagenet" if backbone.startswith("resnet") else "none"
+
+
+def default_train_crop(backbone):
+  """torchvision's RandomResizedCrop for the ImageNet networks; a plain random crop for
+  the digits network (an 8% crop of a digit is no longer a digit)."""
+  return "random" if backbone == "lenet" else "resized"
 
 
 def resolved_flags_text(cfg):

@@ -26,13 +26,15 @@ def conv_trunk(backbone):
   return keras.Model(backbone.inputs, [last.output, backbone.outputs[0]])
 
 
-def image_views(paths, resize_size, image_size, normalization):
-  """(uint8 crops for display, normalised model inputs) as evaluation preprocesses them."""
+def image_views(paths, opts):
+  """(uint8 crops for display, normalised model inputs) as evaluation preprocesses them
+  (`opts`: the training's preprocess.ImageOptions)."""
   from biwaa_tf.data import preprocess
-  crops = [preprocess.center_crop(preprocess.resize(preprocess.decode(p), resize_size),
-                                  image_size) for p in paths]
+  crops = [preprocess.center_crop(preprocess.resize(preprocess.decode(p), opts.resize_size,
+                                                    opts.resize_method), opts.image_size)
+           for p in paths]
   shown = np.stack([np.clip(c.numpy(), 0, 255).astype(np.uint8) for c in crops])
-  return shown, tf.stack([preprocess.normalize(c, normalization) for c in crops])
+  return shown, tf.stack([preprocess.normalize(c, opts.mode) for c in crops])
 
 
 def discriminator_maps(model, images, weighting_factor=10.0):

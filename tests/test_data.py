@@ -119,7 +119,8 @@ def test_normalize_modes_match_numpy():
 def test_ten_crop_known_crops():
   # A 4x4 image whose pixel value is its position: crops of 2 are known by hand.
   img = np.arange(16, dtype=np.float32).reshape(4, 4, 1).repeat(3, axis=2)
-  crops = preprocess.ten_crop(tf.constant(img), 4, 2, "unit").numpy()
+  opts = preprocess.ImageOptions(4, 2, False, "unit", resize_method="bilinear")
+  crops = preprocess.ten_crop(tf.constant(img), opts).numpy()
   raw = (crops[..., 0] + 1) * 127.5
   expected = [[[0, 1], [4, 5]], [[2, 3], [6, 7]], [[8, 9], [12, 13]],
               [[10, 11], [14, 15]], [[5, 6], [9, 10]]]
@@ -129,8 +130,9 @@ def test_ten_crop_known_crops():
 
 def test_eval_view_eager_and_in_dataset_map_agree():
   img = np.random.default_rng(1).uniform(0, 255, size=(10, 10, 3)).astype(np.uint8)
-  eager = preprocess.eval_view(tf.constant(img), 8, 6, "unit").numpy()
-  ds = tf.data.Dataset.from_tensors(img).map(lambda x: preprocess.eval_view(x, 8, 6, "unit"))
+  opts = preprocess.ImageOptions(8, 6, False, "unit")
+  eager = preprocess.eval_view(tf.constant(img), opts).numpy()
+  ds = tf.data.Dataset.from_tensors(img).map(lambda x: preprocess.eval_view(x, opts))
   np.testing.assert_allclose(next(iter(ds)).numpy(), eager, rtol=1e-6)
   assert eager.shape == (6, 6, 3)
 
@@ -170,6 +172,22 @@ def test_class_without_samples_is_dropped():
   drawn = np.array([int(y) for _, y in ds.take(1000).as_numpy_iterator()])
   assert set(drawn) == {0, 2}
   assert abs(np.mean(drawn == 2) - 0.5) < 0.06
+
+
+def test_pseudo_class_too_small_for_a_batch_share_is_dropped():
+  # K = 4, batch 8: a class needs floor(n * 4 / 8) >= 1, i.e. 2 samples; class 3
+  # has 1 (dropped), class 2 has 2 (kept), class 1 none.
+  labels = np.array([0] * 10 + [2] * 2 + [3])
+  target, _, dropped = pipeline.balanced_target_distribution(labels, 4, batch_size=8)
+  np.testing.assert_allclose(target, [0.5, 0, 0.5, 0])
+  assert dropped.tolist() == [1, 3]
+  ds = pipeline.index_stream(labels, seed=0, balance_labels=labels, num_classes=4,
+                             batch_size=8)
+  assert set(int(y) for _, y in ds.take(400).as_numpy_iterator()) == {0, 2}
+  # Without batch_size only the empty class goes; if every class is too small,
+  # only empty ones are dropped (never an empty stream).
+  assert pipeline.balanced_target_distribution(labels, 4)[2].tolist() == [1]
+  assert pipeline.balanced_target_distribution(labels, 4, batch_size=100)[2].tolist() == [1]
 
 
 def test_rejected_candidates_are_never_decoded(tmp_path):

@@ -42,6 +42,26 @@ def test_grl_coefficient_matches_formula():
   assert float(schedules.grl_coefficient(5004)) == pytest.approx(0.84856, abs=1e-4)
 
 
+def test_reversal_uses_the_next_steps_coefficient():
+  for i in (0, 1, 4999):
+    expected = 2 / (1 + np.exp(-10 * (i + 1) / 20000)) - 1
+    assert float(schedules.reversal_coefficient(i)) == pytest.approx(expected, abs=1e-6)
+  assert float(schedules.reversal_coefficient(0)) > 2e-4  # coeff(1); coeff(0) is 0
+
+
+def test_bootstrap_reference_is_the_crop_sum_by_default():
+  agg = np.array([[0.2, 0.8], [0.5, 0.5]], np.float32)
+  np.testing.assert_allclose(aggregation.bootstrap_reference(agg, 10).sum(axis=1), [10, 10])
+  np.testing.assert_allclose(aggregation.bootstrap_reference(agg, 10, crop_sum=False), agg)
+  np.testing.assert_allclose(aggregation.bootstrap_reference(agg, 1), agg)
+  # Mixed with a current softmax at u = 0.5, the crop sum keeps the earlier
+  # runs' class even where the current run disagrees strongly.
+  cur = np.array([[0.95, 0.05]], np.float32)
+  mix = lambda ref: np.asarray(aggregation.bootstrap_mix(cur, ref, 0.5))  # noqa: E731
+  assert np.argmax(mix(aggregation.bootstrap_reference(agg[:1], 10))) == 1
+  assert np.argmax(mix(aggregation.bootstrap_reference(agg[:1], 10, False))) == 0
+
+
 def test_bootstrap_weight_ramps_and_disables():
   assert float(schedules.bootstrap_weight(0, 500)) == 0.0
   assert float(schedules.bootstrap_weight(250, 500)) == pytest.approx(

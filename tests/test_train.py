@@ -48,6 +48,8 @@ def test_train_step_lowers_source_loss_and_is_finite():
     assert np.isfinite(float(v))
   assert float(logs["loss_cls"]) < 0.5 * float(first["loss_cls"])
   assert int(model.step.numpy()) == 16
+  # Step i reverses with coeff(i + 1), as the implementation.
+  assert float(first["grl_coeff"]) == pytest.approx(2 / (1 + np.exp(-10 / 20000)) - 1, rel=1e-3)
 
 
 def test_train_step_updates_state_like_numpy():

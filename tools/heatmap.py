@@ -28,6 +28,7 @@ def main(argv):
   from biwaa_tf.errors import UserError
   from biwaa_tf.heatmap import discriminator_maps, image_views
   from biwaa_tf.train import iterative
+  from biwaa_tf.train import run as run_lib
   if not FLAGS.model_dir:
     print("error: --model_dir is required", file=sys.stderr)
     return 2
@@ -39,8 +40,8 @@ def main(argv):
     return 2
   target = domains.target
   picks = np.linspace(0, target.size - 1, min(count, target.size)).astype(int)
-  raw, inputs = image_views([target.paths[i] for i in picks], cfg.resize_size,
-                            cfg.image_size, domains.normalization)
+  raw, inputs = image_views([target.paths[i] for i in picks],
+                            run_lib.image_options(cfg, domains.normalization))
   dann, biwaa = discriminator_maps(model, inputs, cfg.weighting_factor)
   output = output or os.path.join(model_dir, "heatmap.png")
   plot(raw, dann, biwaa, output)

@@ -5,35 +5,34 @@ Every element carries its sample index. Class balancing uses
 read, so a rejected candidate costs no decoding.
 """
 
-import dataclasses
 import logging
 
 import numpy as np
 import tensorflow as tf
 
 from biwaa_tf.data import preprocess
+from biwaa_tf.data.preprocess import ImageOptions  # noqa: F401  (the pipeline's options)
 
 log = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-@dataclasses.dataclass(frozen=True)
-class ImageOptions:
-  resize_size: int
-  image_size: int
-  flip: bool
-  mode: str  # normalisation: caffe | torch | unit
-  ten_crop: bool = False
-
-
-def balanced_target_distribution(labels, num_classes):
+def balanced_target_distribution(labels, num_classes, batch_size=None):
   """Uniform over the classes that occur in `labels` (others dropped).
 
+  With `batch_size`, a class with floor(n_c * K / batch_size) < 1 samples (too few to
+  fill its share of a batch) is dropped as well, as the implementation's
+  class-balanced loader does for pseudo-labels; if that would drop every class,
+  only the empty ones are dropped.
   Returns (target_dist, initial_dist, dropped classes).
   """
   counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
   present = counts > 0
+  if batch_size is not None:
+    enough = np.floor(counts * num_classes / batch_size) >= 1
+    if enough.any():
+      present = enough
   target = present / present.sum()
   initial = counts / counts.sum()
   return target, initial, np.flatnonzero(~present)
@@ -50,11 +49,13 @@ def acceptance_probabilities(target, initial):
   return ratio / ratio.max()
 
 
-def index_stream(labels, seed, balance_labels=None, num_classes=None):
+def index_stream(labels, seed, balance_labels=None, num_classes=None, batch_size=None):
   """Infinite shuffled dataset of (index, label); class-balanced if asked.
 
   `balance_labels` (N ints) are the labels to balance by (true labels for the
-  source, pseudo- or oracle labels for the target); None loads uniformly.
+  source, pseudo- or oracle labels for the target); None loads uniformly. With
+  `batch_size`, classes too small for their share of a batch are dropped
+  (`balanced_target_distribution`).
 
   Balancing is rejection resampling of (index, label) pairs before any file is
   read, as ``Dataset.rejection_resample`` does with a known initial
@@ -69,10 +70,11 @@ def index_stream(labels, seed, balance_labels=None, num_classes=None):
   ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat()
   if balance_labels is None:
     return ds
-  target, initial, dropped = balanced_target_distribution(by, num_classes)
+  target, initial, dropped = balanced_target_distribution(by, num_classes, batch_size)
   if len(dropped):
-    log.warning("class-balanced loading: %d class(es) have no sample and are "
-                    "dropped: %s", len(dropped), dropped.tolist())
+    log.warning("class-balanced loading: %d class(es) have %s and are dropped: %s",
+                len(dropped), "no sample" if batch_size is None else
+                "too few samples for a batch share", dropped.tolist())
   accept = tf.constant(acceptance_probabilities(target, initial), tf.float32)
   base = tf.constant([seed, 1], tf.int64)
 
@@ -83,7 +85,8 @@ def index_stream(labels, seed, balance_labels=None, num_classes=None):
   return ds.enumerate().filter(keep).map(lambda position, element: element)
 
 
-def train_dataset(image_list, opts, batch_size, seed, balance_labels=None, num_classes=None):
+def train_dataset(image_list, opts, batch_size, seed, balance_labels=None, num_classes=None,
+                  drop_small_classes=False):
   """Batches of (images, labels, indices, positions), infinite.
 
   `positions` number the elements of the (balanced) index stream: augmentation
@@ -98,12 +101,12 @@ def train_dataset(image_list, opts, batch_size, seed, balance_labels=None, num_c
   def load(position, element):
     index = element[0]
     image = preprocess.decode(tf.gather(paths, index))
-    view = preprocess.train_view(
-        image, opts.resize_size, opts.image_size, opts.flip, opts.mode,
-        tf.random.experimental.stateless_fold_in(base, position))
+    view = preprocess.train_view(image, opts,
+                                 tf.random.experimental.stateless_fold_in(base, position))
     return view, tf.gather(labels, index), index, position
 
-  ds = index_stream(image_list.labels, seed, balance_labels, num_classes).enumerate()
+  ds = index_stream(image_list.labels, seed, balance_labels, num_classes,
+                    batch_size if drop_small_classes else None).enumerate()
   ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
   ds = ds.ignore_errors(log_warning=True)
   return ds.batch(batch_size, drop_remainder=True)
@@ -122,12 +125,14 @@ def training_pairs(source, target, opts, batch_size, seed, target_balance=None,
   """Elements (((x_s, y_s), (x_t, index_t, y_t)), (positions_s, positions_t)).
 
   The source is class-balanced by its labels (uniform when not `balance_source`),
-  the target by `target_balance` (uniform when None). y_t is -1 when unknown; the
-  positions feed `skipped_images`.
+  the target by `target_balance` (uniform when None; a class predicted for fewer than
+  batch_size / K samples is dropped, as in the implementation). y_t is -1 when
+  unknown; the positions feed `skipped_images`.
   """
   src = train_dataset(source, opts, batch_size, seed,
                       source.labels if balance_source else None, num_classes)
-  tgt = train_dataset(target, opts, batch_size, seed + 1, target_balance, num_classes)
+  tgt = train_dataset(target, opts, batch_size, seed + 1, target_balance, num_classes,
+                      drop_small_classes=True)
 
   def pair(s, t):
     (x_s, y_s, _, p_s), (x_t, y_t, i_t, p_t) = s, t
@@ -139,10 +144,9 @@ def training_pairs(source, target, opts, batch_size, seed, target_balance=None,
 def eval_dataset(image_list, opts, batch_size):
   """Finite, in list order: batches of images (B x S x S x 3, or B x 10 x ... )."""
   paths = tf.constant(list(image_list.paths))
-  view = preprocess.ten_crop if opts.ten_crop else preprocess.eval_view
 
   def load(path):
-    return view(preprocess.decode(path), opts.resize_size, opts.image_size, opts.mode)
+    return preprocess.eval_views(preprocess.decode(path), opts)
   ds = tf.data.Dataset.from_tensor_slices(paths)
   ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
   return ds.batch(batch_size).prefetch(AUTOTUNE)

@@ -52,6 +52,9 @@ def resnet50_keras(image_size, weights):
                                       input_shape=(image_size, image_size, 3), pooling="avg")
   if weights not in ("imagenet", "none"):
     _load_file(model, weights)
+  for layer in model.layers:  # PyTorch's running-average momentum, as resnet50
+    if isinstance(layer, keras.layers.BatchNormalization):
+      layer.momentum = 0.9
   return model
 
 

@@ -21,6 +21,7 @@ class MethodConfig:
   weighting_factor: float = 10.0    # lambda
   paper_loss: bool = False          # eq. form: sigma(i) on L_d and on all of L_MS
   grl_ramp_steps: float = schedules.GRL_RAMP_STEPS
+  per_domain_batch_norm: bool = True  # two forward passes (False: one joint pass)
   centroid_decay: float = 0.7
   within_run_aggregation: bool = True
   within_run_momentum: float = 0.9
@@ -129,6 +130,7 @@ class BIWAAModel(keras.Model):
     # The step counter is read once, before any replica synchronises (see below).
     step = tf.identity(self.step)
     coeff = schedules.grl_coefficient(step, c.grl_ramp_steps)
+    reversal = schedules.reversal_coefficient(step, c.grl_ramp_steps)  # coeff(i + 1)
     with tf.GradientTape() as tape:
       f_s, logits_s, f_t, logits_t = self.forward(x_s, x_t)             # line 8
       loss_cls = losses.cross_entropy(logits_s, y_s)                      # line 18
@@ -139,7 +141,8 @@ class BIWAAModel(keras.Model):
           loss_ms, terms, centroids = self.semantic_loss(f_s, y_s, f_t, y_t, coeff)
           total += loss_ms
           logs.update(loss_ms=loss_ms, **{f"ms_{k}": v for k, v in terms.items()})
-        loss_adv, disc_acc = self.adversarial_loss(f_s, y_s, f_t, y_t, coeff, step)  # 17-24
+        loss_adv, disc_acc = self.adversarial_loss(f_s, y_s, f_t, y_t, reversal, coeff,
+                                                   step)                  # lines 17-24
         total += loss_adv
         logs.update(loss_adv=loss_adv, disc_acc=disc_acc,
                     pseudo_acc=self.pseudo_label_accuracy(y_t, y_t_true))
@@ -151,16 +154,26 @@ class BIWAAModel(keras.Model):
         self.source_centroids.assign(centroids[0])
         self.target_centroids.assign(centroids[1])
       self.step.assign_add(1)
-    logs.update(loss=total, grl_coeff=coeff)
+    logs.update(loss=total, grl_coeff=reversal)
     if c.loss_scaling:
       logs["loss_scale"] = tf.identity(self.loss_scale)
     return logs
 
   def forward(self, x_s, x_t):
-    """Source and target through G_f and the bottleneck in one batch, then G_c."""
+    """Source and target through G_f and the bottleneck, then G_c.
+
+    Per-domain batch norm (the implementation): two passes, so every BN layer
+    normalises each domain by its own batch statistics and updates its running
+    statistics twice, source then target. Joint: one pass over [source; target].
+    """
     if not self.config.adversarial:
       f_s = self.features(x_s, training=True)
       return f_s, self.classifier(f_s, training=True), None, None
+    if self.config.per_domain_batch_norm:
+      f_s = self.features(x_s, training=True)
+      f_t = self.features(x_t, training=True)
+      return (f_s, self.classifier(f_s, training=True),
+              f_t, self.classifier(f_t, training=True))
     f = self.features(tf.concat([x_s, x_t], 0), training=True)
     logits = self.classifier(f, training=True)
     b = tf.shape(x_s)[0]
@@ -202,8 +215,12 @@ class BIWAAModel(keras.Model):
     terms = losses.centroid_loss_terms(new_s, new_t)
     return losses.combine_centroid_loss(terms, coeff, c.paper_loss), terms, (new_s, new_t)
 
-  def adversarial_loss(self, f_s, y_s, f_t, y_t, coeff, step):
-    """L_d = BCE(G_d(GRL(f * w)), d), w the backprop-induced weights (eq. 6-8)."""
+  def adversarial_loss(self, f_s, y_s, f_t, y_t, reversal, coeff, step):
+    """L_d = BCE(G_d(GRL(f * w)), d), w the backprop-induced weights (eq. 6-8).
+
+    Implementation form: the ramp lives in the reversal coefficient `reversal`;
+    paper form: reversal 1 and the loss times sigma(i) = `coeff`.
+    """
     c = self.config
     f = tf.concat([f_s, f_t], 0)
     if c.feature_weighting:
@@ -212,7 +229,7 @@ class BIWAAModel(keras.Model):
       w = losses.feature_weights(tf.cast(f, tf.float32), tf.concat([y_s, y_t], 0),
                                  self.classifier, c.weighting_factor)
       f = f * tf.cast(w, f.dtype)
-    reversal = 1.0 if c.paper_loss else coeff
+    reversal = 1.0 if c.paper_loss else reversal
     rows, global_rows = _global_rows(tf.shape(f_s)[0])
     d_logits = tf.cast(self.discriminator(gradient_reversal(f, reversal), step=step,
                                           rows=rows, global_rows=global_rows,

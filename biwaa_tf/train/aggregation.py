@@ -65,6 +65,13 @@ def bootstrap_mix(current, previous, u):
   return u * current + (1.0 - u) * previous
 
 
+def bootstrap_reference(aggregate, crops=1, crop_sum=True):
+  """What the bootstrap mixes in from earlier runs: their aggregate (rows sum to 1)
+  times the number of evaluation crops when `crop_sum`, as the implementation,
+  which saves the 10-crop softmax sum (rows sum to 10) and mixes that."""
+  return np.asarray(aggregate, np.float32) * np.float32(crops if crop_sum else 1)
+
+
 def across_run_aggregate(run_probs, decay=0.8):
   """Decayed weighted mean of saved per-run probabilities, oldest first.
 

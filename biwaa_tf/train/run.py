@@ -15,7 +15,7 @@ from biwaa_tf.data import pipeline
 from biwaa_tf.errors import UserError
 from biwaa_tf.model import backbones
 from biwaa_tf.model.biwaa import BIWAAModel, MethodConfig
-from biwaa_tf.train import distribute, metrics, progress, schedules
+from biwaa_tf.train import aggregation, distribute, metrics, progress, schedules
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class NonFiniteLoss(UserError):
 
 def image_options(cfg, normalization, ten_crop=False):
   return pipeline.ImageOptions(cfg.resize_size, cfg.image_size, cfg.random_flip,
-                               normalization, ten_crop)
+                               normalization, ten_crop, cfg.resize_method, cfg.train_crop)
 
 
 def method_config(cfg, domains):
@@ -42,6 +42,7 @@ def method_config(cfg, domains):
       adversarial=cfg.adversarial, feature_weighting=cfg.feature_weighting,
       ms_loss=cfg.ms_loss, weighting_factor=cfg.weighting_factor,
       paper_loss=cfg.loss_form == "paper", grl_ramp_steps=cfg.grl_ramp_steps,
+      per_domain_batch_norm=cfg.batch_norm == "per_domain",
       centroid_decay=cfg.centroid_decay, within_run_aggregation=cfg.within_run_aggregation,
       within_run_momentum=cfg.within_run_momentum, bootstrap_steps=cfg.bootstrap_steps,
       weight_decay=cfg.weight_decay, bottleneck_dim=cfg.bottleneck_dim,
@@ -101,7 +102,8 @@ def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=No
   with strategy.scope():
     model = build_model(cfg, domains, seed)
   if prev_aggregate is not None:
-    model.prev_aggregate.assign(prev_aggregate)
+    model.prev_aggregate.assign(aggregation.bootstrap_reference(
+        prev_aggregate, 10 if cfg.ten_crop else 1, cfg.bootstrap_crop_sum))
     model.has_prev.assign(True)
   if domains.target.labelled:
     model.target_labels.assign(domains.target.labels)
@@ -241,8 +243,8 @@ def _log_heatmaps(cfg, model, domains, count=4):
   """TensorBoard images: target images | DANN map | BIWAA-weighted map (tools/heatmap.py)."""
   from biwaa_tf.heatmap import discriminator_maps, image_views
   picks = np.linspace(0, domains.target.size - 1, min(count, domains.target.size)).astype(int)
-  raw, x = image_views([domains.target.paths[i] for i in picks], cfg.resize_size,
-                       cfg.image_size, domains.normalization)
+  raw, x = image_views([domains.target.paths[i] for i in picks],
+                       image_options(cfg, domains.normalization))
   try:
     dann, biwaa = discriminator_maps(model, x, cfg.weighting_factor)
   except ValueError:  # a backbone without a convolutional feature map

@@ -26,6 +26,12 @@ def grl_coefficient(step, length=GRL_RAMP_STEPS):
   return ramp(step, length)
 
 
+def reversal_coefficient(step, length=GRL_RAMP_STEPS):
+  """The coefficient the implementation's reversal layer applies at step i: its
+  iteration counter is incremented before the coefficient is computed, so coeff(i + 1)."""
+  return grl_coefficient(tf.cast(step, tf.float32) + 1.0, length)
+
+
 def bootstrap_weight(step, bootstrap_steps):
   """u(j) of eq. 14: the weight of the current run's aggregate; 1 when disabled."""
   if bootstrap_steps <= 0:
