@@ -5,6 +5,9 @@ import resource
 import statistics
 import time
 
+import biwaa_tf  # noqa: F401  (before TensorFlow: keeps its start-up lines quiet)
+
+# isort: split
 import numpy as np
 import tensorflow as tf
 
@@ -37,8 +40,9 @@ def write_jpegs(root, count, size=256, num_classes=10, seed=0):
                    tuple(f"class_{k}" for k in range(num_classes)))
 
 
-def method_config(method, num_classes, num_target):
-  return MethodConfig(num_classes=num_classes, num_target=num_target, **METHODS[method])
+def method_config(method, num_classes, num_target, per_domain_batch_norm=True):
+  return MethodConfig(num_classes=num_classes, num_target=num_target,
+                      per_domain_batch_norm=per_domain_batch_norm, **METHODS[method])
 
 
 def median_time(fn, repeats, warmup=1):

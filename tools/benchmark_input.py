@@ -15,6 +15,9 @@ import sys
 import tempfile
 import time
 
+import biwaa_tf  # noqa: F401  (before TensorFlow: keeps its start-up lines quiet)
+
+# isort: split
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -1,7 +1,7 @@
 """Cost of the BIWAA training step against DANN, source-only and the machine.
 
     python tools/benchmark_speed.py [--configs=resnet50:224,resnet50:112,lenet:28]
-        [--batch_size=12] [--repeats=5] [--jit_compile]
+        [--batch_size=12] [--repeats=5] [--jit_compile] [--batch_norm=per_domain|joint]
 
 For each backbone and size, in one process, after warm-up, the median step time
 of source-only, DANN and BIWAA training steps (same backbone, batch and input),
@@ -13,6 +13,9 @@ float32 matmul rate, and the peak resident memory.
 import os
 import sys
 
+import biwaa_tf  # noqa: F401  (before TensorFlow: keeps its start-up lines quiet)
+
+# isort: split
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -23,13 +26,19 @@ flags.DEFINE_integer("batch_size", 12, "Images per domain per step.")
 flags.DEFINE_integer("repeats", 5, "Timed steps per method (median).")
 flags.DEFINE_integer("num_classes", 31, "Classes (Office-31 has 31).")
 flags.DEFINE_boolean("jit_compile", False, "Compile the step with XLA.")
+flags.DEFINE_enum("batch_norm", "per_domain", ["per_domain", "joint"], "Training forward "
+                  "pass: two per-domain passes (the authors') or one joint pass.")
 FLAGS = flags.FLAGS
 
 
 def forward_flops(backbone, size):
   """FLOPs of one image through the backbone (TensorFlow profiler count)."""
+  import logging
+
   import tensorflow as tf
   from tensorflow.python.profiler import model_analyzer, option_builder
+  logging.getLogger("tensorflow").setLevel(logging.ERROR)  # the profiler's v1 deprecations
+  tf.autograph.set_verbosity(0)
   concrete = tf.function(lambda x: backbone(x, training=False)).get_concrete_function(
       tf.TensorSpec([1, size, size, 3], tf.float32))
   opts = option_builder.ProfileOptionBuilder.float_operation()
@@ -57,7 +66,8 @@ def time_config(name, size):
     backbone = backbones.build_backbone(name, size, "none")
     sgd = lambda m: keras.optimizers.SGD(schedules.InvSchedule(1e-3, m), momentum=0.9,  # noqa
                                          nesterov=True)
-    model = BIWAAModel(backbone, bench_util.method_config(method, k, b), sgd(1), sgd(10))
+    config = bench_util.method_config(method, k, b, FLAGS.batch_norm == "per_domain")
+    model = BIWAAModel(backbone, config, sgd(1), sgd(10))
     model.build_all(size)
     step = tf.function(model.train_step, jit_compile=FLAGS.jit_compile)
     for _ in range(2):  # warm-up: tracing, allocation
@@ -87,7 +97,8 @@ def main(argv):
     rows.append((spec, times, flops))
   b = FLAGS.batch_size
   print(f"\nbatch {b} source + {b} target, median of {FLAGS.repeats} steps, "
-        f"{os.cpu_count()} cores, XLA {'on' if FLAGS.jit_compile else 'off'}")
+        f"{os.cpu_count()} cores, XLA {'on' if FLAGS.jit_compile else 'off'}, "
+        f"batch norm {FLAGS.batch_norm}")
   print(f"{'backbone':<14} {'src-only s/step':>15} {'DANN s/step':>12} {'BIWAA s/step':>13} "
         f"{'BIWAA steps/s':>13} {'BIWAA/DANN':>11} {'DANN/src':>9}")
   for spec, t, _ in rows:

@@ -7,6 +7,9 @@
 import os
 import sys
 
+import biwaa_tf  # noqa: F401  (before TensorFlow: keeps its start-up lines quiet)
+
+# isort: split
 import numpy as np
 from absl import app, flags
 

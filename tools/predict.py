@@ -11,6 +11,9 @@ import csv
 import os
 import sys
 
+import biwaa_tf  # noqa: F401  (before TensorFlow: keeps its start-up lines quiet)
+
+# isort: split
 from absl import app, flags
 
 flags.DEFINE_string("saved_model", None, "Exported model directory (model_dir/export).")
