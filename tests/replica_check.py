@@ -24,9 +24,8 @@ tf.config.threading.set_inter_op_parallelism_threads(1)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from biwaa_tf.model import backbones  # noqa: E402
+from biwaa_tf.model import backbones, schedules  # noqa: E402
 from biwaa_tf.model.biwaa import BIWAAModel, MethodConfig  # noqa: E402
-from biwaa_tf.train import schedules  # noqa: E402
 
 STEPS, B, K, N = int(os.environ.get("STEPS", 20)), 8, 3, 16
 # Method switches as key=0/1 arguments, e.g. ms_loss=0 (for bisecting).

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from biwaa_tf.model import losses
+from biwaa_tf.model import aggregation, losses, schedules
 from biwaa_tf.model.grl import gradient_reversal
-from biwaa_tf.train import aggregation, schedules
 
 RNG = np.random.default_rng(0)
 

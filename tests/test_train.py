@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 from conftest import REPO, run_main, tiny_flags
 
+from biwaa_tf.model import schedules
 from biwaa_tf.model.biwaa import BIWAAModel, MethodConfig
-from biwaa_tf.train import schedules
 
 
 def tiny_model(**overrides):

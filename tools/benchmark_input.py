@@ -37,9 +37,8 @@ def main(argv):
   import tensorflow as tf
 
   from biwaa_tf.data import pipeline
-  from biwaa_tf.model import backbones
+  from biwaa_tf.model import backbones, schedules
   from biwaa_tf.model.biwaa import BIWAAModel
-  from biwaa_tf.train import schedules
 
   tmp = tempfile.mkdtemp(prefix="biwaa-bench-input-")
   data = bench_util.write_jpegs(tmp, FLAGS.images)

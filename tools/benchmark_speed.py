@@ -52,9 +52,8 @@ def time_config(name, size):
   import numpy as np
   import tensorflow as tf
 
-  from biwaa_tf.model import backbones
+  from biwaa_tf.model import backbones, schedules
   from biwaa_tf.model.biwaa import BIWAAModel
-  from biwaa_tf.train import schedules
   b, k = FLAGS.batch_size, FLAGS.num_classes
   rng = tf.random.Generator.from_seed(0)
   batch = ((rng.normal([b, size, size, 3]), tf.range(b, dtype=tf.int64) % k),

@@ -21,9 +21,8 @@ import biwaa_tf  # noqa: F401  (before TensorFlow: keeps its start-up lines quie
 import numpy as np
 from absl import app, flags
 
-from biwaa_tf.flags import define_flags  # noqa: E402  (--model_dir: the training's)
-
-define_flags()  # --model_dir: a finished training, for the crop measurement (else skipped)
+flags.DEFINE_string("model_dir", None, "A finished training, for the crop-offset "
+                    "measurement (skipped without).")
 flags.DEFINE_integer("steps", 5004, "Optimizer steps for the momentum comparison.")
 FLAGS = flags.FLAGS
 
@@ -40,7 +39,7 @@ def nesterov_difference(steps, base_lr=1e-3, momentum=0.9, seed=0):
   import keras
   import tensorflow as tf
 
-  from biwaa_tf.train import schedules
+  from biwaa_tf.model import schedules
   rng = np.random.default_rng(seed)
   grads = rng.normal(size=(steps, 1000)).astype(np.float32)
   var = tf.Variable(tf.zeros([1000]))
@@ -118,7 +117,7 @@ def main(argv):
   n = 36 * 7 * 7
   print(f"bn_var: running variance biased vs unbiased: factor (n-1)/n, n >= {n} (batch 36, "
         f"ResNet-50's 7x7 maps): at most {100 / n:.3f}%")
-  if model_dir:  # (restore_trained re-parses the flags from the training's flags.txt)
+  if model_dir:
     changed, acc, sizes = crop_offset_effect(model_dir)
     fmt = lambda a: "n/a" if a is None else f"{100 * a:.2f}%"  # noqa: E731
     print(f"crops: 10-crop corners 1 px inwards ({sizes}, {model_dir}): "

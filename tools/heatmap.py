@@ -15,9 +15,9 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from biwaa_tf.flags import define_flags  # noqa: E402  (--model_dir: the training's)
+import biwaa_tf  # noqa: E402, F401  (before TensorFlow: keeps its start-up lines quiet)
 
-define_flags()
+flags.DEFINE_string("model_dir", None, "A finished training's --model_dir.")
 flags.DEFINE_integer("count", 6, "Target images to show.")
 flags.DEFINE_string("output", None, "PNG path (default <model_dir>/heatmap.png).")
 FLAGS = flags.FLAGS

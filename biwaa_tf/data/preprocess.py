@@ -22,8 +22,6 @@ import tensorflow as tf
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 TORCH_MEAN = (0.485, 0.456, 0.406)
 TORCH_STD = (0.229, 0.224, 0.225)
-RESIZE_METHODS = ("bicubic", "bilinear")
-TRAIN_CROPS = ("resized", "random")
 # torchvision.transforms.RandomResizedCrop's defaults.
 CROP_SCALE = (0.08, 1.0)
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)

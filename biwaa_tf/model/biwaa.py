@@ -5,9 +5,8 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from biwaa_tf.model import loss_scale, losses
+from biwaa_tf.model import aggregation, loss_scale, losses, schedules
 from biwaa_tf.model.grl import gradient_reversal
-from biwaa_tf.train import aggregation, schedules
 
 
 @dataclasses.dataclass(frozen=True)

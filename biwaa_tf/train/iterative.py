@@ -16,8 +16,10 @@ import signal
 import numpy as np
 
 from biwaa_tf import io_utils
+from biwaa_tf.config import config_from_flags_text
 from biwaa_tf.errors import UserError
-from biwaa_tf.train import aggregation, distribute
+from biwaa_tf.model import aggregation
+from biwaa_tf.train import distribute
 from biwaa_tf.train import run as run_lib
 from biwaa_tf.train.preflight import FLAGS_FILE, prepare_data, prepare_model_dir
 
@@ -136,20 +138,14 @@ def format_table(summary):
 def restore_trained(model_dir, run=None):
   """(cfg, domains, model) of a finished training, from its flags.txt and checkpoint.
 
-  `run` defaults to the last run with a checkpoint. Uses the global absl FLAGS.
+  `run` defaults to the last run with a checkpoint.
   """
   import tensorflow as tf
-  from absl import flags as absl_flags
-
-  from biwaa_tf.flags import config_from_flags, define_flags
-  define_flags()
   path = os.path.join(model_dir, FLAGS_FILE)
   if not os.path.exists(path):
     raise UserError(f"{model_dir}: no {FLAGS_FILE}; not a training directory")
-  fv = absl_flags.FLAGS
-  fv.unparse_flags()
-  fv(["biwaa_tf", f"--flagfile={path}"])
-  cfg = config_from_flags(fv)
+  with open(path, encoding="utf-8") as f:
+    cfg = config_from_flags_text(f.read(), path)
   if run is None:
     done = [r for r in range(cfg.runs)
             if tf.train.latest_checkpoint(os.path.join(model_dir, f"run_{r}", "ckpt"))]

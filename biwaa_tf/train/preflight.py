@@ -9,9 +9,9 @@ import os
 import shutil
 
 from biwaa_tf import io_utils
+from biwaa_tf.config import resolved_flags_text
 from biwaa_tf.data import lists
 from biwaa_tf.errors import UserError
-from biwaa_tf.flags import resolved_flags_text
 from biwaa_tf.model.backbones import normalization as backbone_normalization
 
 log = logging.getLogger(__name__)

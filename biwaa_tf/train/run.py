@@ -13,9 +13,9 @@ import tensorflow as tf
 from biwaa_tf import io_utils
 from biwaa_tf.data import pipeline
 from biwaa_tf.errors import UserError
-from biwaa_tf.model import backbones
+from biwaa_tf.model import aggregation, backbones, schedules
 from biwaa_tf.model.biwaa import BIWAAModel, MethodConfig
-from biwaa_tf.train import aggregation, distribute, metrics, progress, schedules
+from biwaa_tf.train import distribute, metrics, progress
 
 log = logging.getLogger(__name__)
 

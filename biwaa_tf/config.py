@@ -1,0 +1,206 @@
+"""The training configuration: one frozen dataclass, its defaults and its checks.
+
+The command line (flags.py) and the Python API (api.py) both build a TrainConfig
+here; the training code takes one and never reads flags. Defaults follow the
+authors' implementation (../shared/reference-notes.md); `--help` explains each
+option (the names are the command line's flag names).
+"""
+
+import dataclasses
+
+from biwaa_tf.errors import UserError
+
+METHODS = ("biwaa", "dann", "source_only")
+# Options with a closed set of values.
+CHOICES = {
+    "resize_method": ("bicubic", "bilinear"),
+    "train_crop": ("resized", "random"),
+    "balanced_target": ("auto", "none", "pseudo", "oracle"),
+    "batch_norm": ("per_domain", "joint"),
+    "method": METHODS,
+    "loss_form": ("implementation", "paper"),
+    "distribution_strategy": ("auto", "one_device", "mirrored", "multi_worker_mirrored"),
+    "mixed_precision": ("none", "bfloat16", "float16"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Every option of a training (None: derived from other options by `resolve`)."""
+  source: str = None
+  target: str = None
+  target_eval: str = None           # None: the target
+  data_root: str = ""
+  skip_invalid_images: bool = False
+  resize_size: int = None           # None: 8/7 of image_size
+  image_size: int = 224
+  resize_method: str = "bicubic"
+  train_crop: str = None            # None: by backbone
+  random_flip: bool = True
+  ten_crop: bool = False
+  balanced_target: str = "auto"
+  backbone: str = "resnet50"
+  backbone_weights: str = None      # None: by backbone
+  num_classes: int = 0
+  batch_norm: str = "per_domain"
+  bottleneck_dim: int = 256
+  method: str = "biwaa"
+  feature_weighting: bool = None    # None: by method
+  ms_loss: bool = None              # None: by method
+  weighting_factor: float = 10.0
+  loss_form: str = "implementation"
+  grl_ramp_steps: float = 20000.0
+  centroid_decay: float = 0.7
+  within_run_aggregation: bool = True
+  within_run_momentum: float = 0.9
+  across_run_aggregation: bool = True
+  across_run_decay: float = 0.8
+  bootstrap_steps: int = 500
+  bootstrap_crop_sum: bool = True
+  batch_size: int = 36
+  balanced_source: bool = True
+  steps_per_run: int = 5004
+  runs: int = 1
+  lr: float = 1e-3
+  head_lr_multiplier: float = 10.0
+  momentum: float = 0.9
+  weight_decay: float = 1e-3
+  seed: int = 0
+  model_dir: str = None
+  checkpoint_every: int = 500
+  eval_batch_size: int = 64
+  log_every: int = 50
+  overwrite: bool = False
+  deterministic: bool = False
+  progress: bool = True
+  distribution_strategy: str = "auto"
+  cpu_replicas: int = 0
+  sync_batch_norm: bool = True
+  mixed_precision: str = "none"
+  jit_compile: bool = False
+  dry_run: bool = False
+
+  @property
+  def adversarial(self):
+    return self.method != "source_only"
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def default(name):
+  """The default of option `name` (the command line's flag default)."""
+  return FIELDS[name].default
+
+
+def _require(ok, name, message):
+  if not ok:
+    raise UserError(f"--{name}: {message}")
+
+
+def make_config(**options):
+  """A resolved, checked TrainConfig from option names and values (unknown names refused)."""
+  unknown = sorted(set(options) - set(FIELDS))
+  if unknown:
+    raise UserError(f"unknown option(s) {', '.join(unknown)}; see "
+                    "python -m biwaa_tf.main --help for the names")
+  return resolve(TrainConfig(**options))
+
+
+def resolve(cfg):
+  """Fills the derived defaults and checks every value; returns a new TrainConfig."""
+  for name in ("source", "target", "model_dir"):
+    _require(getattr(cfg, name), name, "is required")
+  for name, choices in CHOICES.items():
+    value = getattr(cfg, name)
+    _require(value is None or value in choices, name,
+             f"{value!r} is not one of {', '.join(choices)}")
+  default_on = cfg.method == "biwaa"
+  values = dataclasses.asdict(cfg)
+  values["feature_weighting"] = (default_on if cfg.feature_weighting is None
+                                 else cfg.feature_weighting)
+  values["ms_loss"] = default_on if cfg.ms_loss is None else cfg.ms_loss
+  values["target_eval"] = cfg.target_eval or cfg.target
+  values["resize_size"] = cfg.resize_size or default_resize_size(cfg.image_size)
+  values["backbone_weights"] = cfg.backbone_weights or default_backbone_weights(cfg.backbone)
+  values["train_crop"] = cfg.train_crop or default_train_crop(cfg.backbone)
+  _require(cfg.num_classes >= 0, "num_classes", f"must be >= 0, got {cfg.num_classes}")
+  for name in ("resize_size", "image_size", "batch_size", "steps_per_run", "runs",
+               "checkpoint_every", "eval_batch_size", "log_every", "bottleneck_dim"):
+    _require(values[name] > 0, name, f"must be positive, got {values[name]}")
+  _require(cfg.image_size <= values["resize_size"], "image_size",
+           f"{cfg.image_size} is larger than --resize_size={values['resize_size']}")
+  _require(cfg.lr > 0, "lr", f"must be positive, got {cfg.lr}")
+  _require(cfg.weighting_factor >= 0, "weighting_factor", "must be >= 0")
+  _require(cfg.bootstrap_steps >= 0, "bootstrap_steps", "must be >= 0")
+  _require(0 <= cfg.across_run_decay <= 1, "across_run_decay", "must be in [0, 1]")
+  _require(0 <= cfg.centroid_decay <= 1, "centroid_decay", "must be in [0, 1]")
+  _require(0 <= cfg.within_run_momentum <= 1, "within_run_momentum", "must be in [0, 1]")
+  _require(cfg.grl_ramp_steps > 0, "grl_ramp_steps", "must be positive")
+  _require(cfg.cpu_replicas >= 0, "cpu_replicas", "must be >= 0")
+  if cfg.backbone == "lenet":
+    _require(values["backbone_weights"] != "imagenet", "backbone_weights",
+             "lenet has no ImageNet weights; use none or a weights file")
+  if cfg.method == "source_only":
+    _require(not values["feature_weighting"], "feature_weighting",
+             "needs an adversarial method (--method=dann or biwaa)")
+    _require(not values["ms_loss"], "ms_loss",
+             "needs an adversarial method (--method=dann or biwaa)")
+  return TrainConfig(**values)
+
+
+def default_resize_size(image_size):
+  """The resize before the crop: 8/7 of the crop (224 -> 256, as the paper; 28 -> 32)."""
+  return int(round(image_size * 8 / 7))
+
+
+def default_backbone_weights(backbone):
+  """Pretrained weights where the backbone has them (the ResNets), else none."""
+  return "imagenet" if backbone.startswith("resnet") else "none"
+
+
+def default_train_crop(backbone):
+  """torchvision's RandomResizedCrop for the ImageNet networks; a plain random crop for
+  the digits network (an 8% crop of a digit is no longer a digit) and user backbones."""
+  return "resized" if backbone.startswith("resnet") else "random"
+
+
+def resolved_flags_text(cfg):
+  """The fully resolved configuration, one --flag=value a line (a valid flagfile)."""
+  lines = []
+  for f in dataclasses.fields(cfg):
+    v = getattr(cfg, f.name)
+    if isinstance(v, bool):
+      lines.append(f"--{f.name}" if v else f"--no{f.name}")
+    else:
+      lines.append(f"--{f.name}={v}")
+  return "\n".join(lines) + "\n"
+
+
+def config_from_flags_text(text, source="flags.txt"):
+  """The TrainConfig a `resolved_flags_text` describes (options it lacks: defaults;
+  options it has that this version does not know: ignored)."""
+  values = {}
+  for number, line in enumerate(text.splitlines(), 1):
+    line = line.strip()
+    if not line or line.startswith("#"):
+      continue
+    if not line.startswith("--"):
+      raise UserError(f"{source}:{number}: not a --flag line: {line[:60]!r}")
+    name, eq, value = line[2:].partition("=")
+    if not eq:  # --name / --noname
+      name, value = (name[2:], False) if name.startswith("no") and name[2:] in FIELDS \
+          else (name, True)
+    if name not in FIELDS:
+      continue
+    values[name] = _typed(FIELDS[name], value)
+  return resolve(TrainConfig(**values))
+
+
+def _typed(field, value):
+  """A flags-file value as the option's type (field.type: str, int, float or bool)."""
+  if isinstance(value, bool):
+    return value
+  if value == "None":
+    return None
+  return field.type(value)
