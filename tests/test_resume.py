@@ -1,8 +1,12 @@
 """Kill training with SIGKILL at several points, resume, and lose nothing."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
-from conftest import run_main, tiny_flags
+from conftest import REPO, run_main, tiny_flags
 
 FLAGS = ("--runs=2", "--deterministic", "--steps_per_run=6", "--checkpoint_every=3")
 
@@ -25,7 +29,8 @@ def test_kill_and_resume_matches_uninterrupted(tiny_domains, tmp_path, uninterru
                                                kill_after, resumed_line):
   root, src, tgt = tiny_domains
   args = tiny_flags(root, src, tgt, tmp_path / "m", *FLAGS)
-  killed = run_main(args, env={"BIWAA_TF_KILL_AFTER": kill_after})
+  killed = subprocess.run([sys.executable, os.path.join("tests", "kill_after.py"), kill_after,
+                           *args], cwd=REPO, capture_output=True, text=True, timeout=300)
   assert killed.returncode == -9
   assert not (tmp_path / "m" / "results.json").exists()
   run0 = tmp_path / "m" / "run_0" / "target_probs.npy"

@@ -11,7 +11,6 @@ Resume order (re-running the same command on the same model_dir):
 import logging
 import os
 import shutil
-import signal
 
 import numpy as np
 
@@ -57,8 +56,10 @@ def check(cfg, strategy, domains):
     run_lib.build_model(cfg, domains, cfg.seed)
 
 
-def train(cfg, strategy=None, domains=None):
+def train(cfg, strategy=None, domains=None, callbacks=None):
   """Trains cfg.runs runs (resuming), writes results.json, returns it.
+
+  `callbacks`: Keras callbacks called at every step of every run (run.train_run).
 
   `domains`: the datasets as preflight.prepare_data returned them (read if None).
   A training that fails with a UserError before its first checkpoint leaves no
@@ -74,7 +75,7 @@ def train(cfg, strategy=None, domains=None):
   if chief:
     prepare_model_dir(cfg, domains)
   try:
-    return _train_runs(cfg, strategy, domains, chief)
+    return _train_runs(cfg, strategy, domains, chief, callbacks)
   except UserError:
     if fresh and not tf.train.latest_checkpoint(os.path.join(cfg.model_dir, "run_0", "ckpt")):
       shutil.rmtree(cfg.model_dir, ignore_errors=True)
@@ -83,7 +84,7 @@ def train(cfg, strategy=None, domains=None):
     raise
 
 
-def _train_runs(cfg, strategy, domains, chief):
+def _train_runs(cfg, strategy, domains, chief, callbacks=None):
   log.info("source %s: %d images; target %s: %d; eval %s: %d; %d classes",
                domains.source.name, domains.source.size, domains.target.name,
                domains.target.size, domains.target_eval.name, domains.target_eval.size,
@@ -98,13 +99,12 @@ def _train_runs(cfg, strategy, domains, chief):
     else:
       agg = earlier_aggregate(cfg, run_dirs)
       result = run_lib.train_run(cfg, domains, r, run_dir, agg,
-                                 target_balance_labels(cfg, domains, agg), strategy)
+                                 target_balance_labels(cfg, domains, agg), strategy,
+                                 callbacks=callbacks)
       trained = True
       if not chief:
         run_dirs.append(run_dir)
         continue
-      if run_lib._FAULT == f"{r}:done":
-        os.kill(os.getpid(), signal.SIGKILL)
     results.append(result)
     run_dirs.append(run_dir)
   if not chief:

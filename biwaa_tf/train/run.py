@@ -3,7 +3,6 @@
 import logging
 import os
 import shutil
-import signal
 import tempfile
 
 import keras
@@ -20,9 +19,6 @@ from biwaa_tf.train import distribute, metrics, progress
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "run_result.json"
-# Fault injection for the kill-and-resume tests: SIGKILL this process right
-# after global step N of run R has been handled ("R:N").
-_FAULT = os.environ.get("BIWAA_TF_KILL_AFTER", "")
 TARGET_PROBS = "target_probs.npy"
 EVAL_PROBS = "eval_probs.npy"
 
@@ -90,8 +86,12 @@ def predict_probs(model, image_list, opts, batch_size):
 
 
 def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=None,
-              strategy=None):
+              strategy=None, callbacks=None):
   """Trains run `run` into `run_dir` (resuming from its checkpoint) and evaluates.
+
+  `callbacks`: Keras callbacks; each step calls on_train_batch_end(i, logs) with the
+  0-based step i of the run after its logs, checkpoint and TensorBoard scalars are
+  written; a callback setting model.stop_training ends the run early.
 
   Returns the run's result dict (also written to run_dir/run_result.json last,
   which marks the run complete; by the chief only, under multi-worker training).
@@ -125,14 +125,15 @@ def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=No
   if latest:
     ckpt.restore(latest).assert_existing_objects_matched()
     log.info("run %d: resumed from %s at step %d", run, latest, int(model.step.numpy()))
-  skipped, speed = _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief)
+  skipped, speed = _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief,
+                                callbacks)
   if not chief:
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return None
   return _evaluate_and_save(cfg, model, domains, run, run_dir, skipped, speed)
 
 
-def _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief):
+def _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief, callbacks=None):
   # A nested tf.function only for XLA: collectives inside one lose their
   # device placement under MultiWorkerMirroredStrategy.
   train_step = (tf.function(model.train_step, jit_compile=True) if cfg.jit_compile
@@ -157,7 +158,11 @@ def _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief):
                             enabled=cfg.progress and chief)
   timer = progress.StepTimer()
   positions = None
+  hooks = keras.callbacks.CallbackList(callbacks or [], model=model)
+  model.stop_training = False
+  hooks.on_train_begin()
   for i in range(start, cfg.steps_per_run):
+    hooks.on_train_batch_begin(i)
     logs, positions = step_fn(iterator)
     logs = {k: float(v) for k, v in logs.items()}
     timer.tick()
@@ -174,8 +179,11 @@ def _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief):
           tf.summary.scalar(f"train/{k}", v)
     if step % cfg.checkpoint_every == 0 or step == cfg.steps_per_run:
       manager.save(checkpoint_number=step)
-    if _FAULT == f"{run}:{step}":
-      os.kill(os.getpid(), signal.SIGKILL)
+    hooks.on_train_batch_end(i, logs)
+    if model.stop_training:
+      log.warning("run %d: stopped by a callback after step %d", run, step)
+      break
+  hooks.on_train_end()
   writer.flush()
   if positions is None:
     return [0, 0], None
@@ -187,7 +195,7 @@ def _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief):
                  "images/s (%s)", run, 1e3 * timer.median, 1e3 * timer.mean,
                  speed["train_images_per_second"],
                  "source + target" if cfg.adversarial else "source")
-  skipped = pipeline.skipped_images(positions.numpy(), cfg.steps_per_run, cfg.batch_size)
+  skipped = pipeline.skipped_images(positions.numpy(), int(model.step.numpy()), cfg.batch_size)
   if any(skipped):
     log.warning("run %d: skipped %d source and %d target image(s) that could not be "
                     "decoded during training", run, *skipped)
@@ -203,7 +211,7 @@ def _evaluate_and_save(cfg, model, domains, run, run_dir, skipped, speed=None):
   else:
     eval_probs = predict_probs(model, domains.target_eval, eval_opts, cfg.eval_batch_size)
     io_utils.atomic_save_npy(os.path.join(run_dir, EVAL_PROBS), eval_probs)
-  result = {"run": run, "steps": cfg.steps_per_run,
+  result = {"run": run, "steps": int(model.step.numpy()),
             "skipped_images": {"source": skipped[0], "target": skipped[1]},
             **(speed or {"train_images_per_second": None, "median_step_seconds": None})}
   result.update(metrics.prediction_report(
