@@ -31,6 +31,16 @@ class InferenceModel(keras.Model):
     return self.classifier(self.bottleneck(self.backbone(x, training=False)))
 
 
+def probability_model(model, image_size):
+  """A Keras model of BIWAAModel `model`'s inference path: preprocessed images ->
+  class probabilities (its layer "logits_model" gives the logits)."""
+  inputs = keras.Input((image_size, image_size, 3), name="images")
+  logits = model.classifier(model.bottleneck(model.backbone(inputs, training=False)))
+  logits_model = keras.Model(inputs, logits, name="logits_model")
+  probs = keras.layers.Softmax(name="probabilities")(logits_model(inputs))
+  return keras.Model(inputs, probs, name="biwaa_classifier")
+
+
 def export_saved_model(model, export_dir, class_names, opts):
   """Writes the SavedModel to export_dir atomically (temp dir, then rename)."""
   inference = InferenceModel(model.backbone, model.bottleneck, model.classifier)

@@ -26,13 +26,14 @@ def conv_trunk(backbone):
   return keras.Model(backbone.inputs, [last.output, backbone.outputs[0]])
 
 
-def image_views(paths, opts):
-  """(uint8 crops for display, normalised model inputs) as evaluation preprocesses them
-  (`opts`: the training's preprocess.ImageOptions)."""
-  from biwaa_tf.data import preprocess
-  crops = [preprocess.center_crop(preprocess.resize(preprocess.decode(p), opts.resize_size,
+def image_views(image_list, indices, opts):
+  """(uint8 crops for display, normalised model inputs) of images `indices` of
+  `image_list`, as evaluation preprocesses them (`opts`: the training's ImageOptions)."""
+  from biwaa_tf.data import pipeline, preprocess
+  read = pipeline.image_loader(image_list)
+  crops = [preprocess.center_crop(preprocess.resize(read(int(i)), opts.resize_size,
                                                     opts.resize_method), opts.image_size)
-           for p in paths]
+           for i in indices]
   shown = np.stack([np.clip(c.numpy(), 0, 255).astype(np.uint8) for c in crops])
   return shown, tf.stack([preprocess.normalize(c, opts.mode) for c in crops])
 

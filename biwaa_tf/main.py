@@ -4,7 +4,6 @@ Parses the flags, then hands over to the iterative training. Bad flags or data
 end with a one-line ``error:`` message and exit status 2.
 """
 
-import logging
 import os
 import sys
 
@@ -13,6 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import flags  # noqa: E402
 
 from biwaa_tf import flags as biwaa_flags  # noqa: E402
+from biwaa_tf import quiet  # noqa: E402
 from biwaa_tf.errors import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -43,21 +43,6 @@ def parse(argv):
   return None
 
 
-def _configure_logging():
-  """Our lines ('I message', 'W message') on stderr, from the biwaa_tf loggers only: their
-  own handler and level, so absl's flag parsing (which resets the root logger's level)
-  and TensorFlow's Python-side INFO lines change nothing."""
-  logger = logging.getLogger("biwaa_tf")
-  logger.setLevel(logging.INFO)
-  logger.propagate = False
-  if not logger.handlers:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname).1s %(message)s"))
-    logger.addHandler(handler)
-  for chatty in ("tensorflow", "absl"):  # TensorFlow's Python-side INFO lines
-    logging.getLogger(chatty).setLevel(logging.WARNING)
-
-
 def run(argv=None):
   """The command line; returns the exit status."""
   argv = list(sys.argv if argv is None else argv)
@@ -65,7 +50,7 @@ def run(argv=None):
   if status is not None:
     return status
   from biwaa_tf.train import preflight
-  _configure_logging()
+  quiet.configure_logging()
   try:
     # Flags, lists, images and model_dir are checked before TensorFlow loads,
     # so that a mistake is reported at once.

@@ -104,3 +104,19 @@ def install():
 def uninstall():
   if _FINDER in sys.meta_path:
     sys.meta_path.remove(_FINDER)
+
+
+def configure_logging():
+  """Our lines ('I message', 'W message') on stderr, from the biwaa_tf loggers only: their
+  own handler and level, so absl's flag parsing (which resets the root logger's level)
+  and TensorFlow's Python-side INFO lines change nothing. Idempotent."""
+  import logging
+  logger = logging.getLogger("biwaa_tf")
+  logger.setLevel(logging.INFO)
+  logger.propagate = False
+  if not logger.handlers:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname).1s %(message)s"))
+    logger.addHandler(handler)
+  for chatty in ("tensorflow", "absl"):  # TensorFlow's Python-side INFO lines
+    logging.getLogger(chatty).setLevel(logging.WARNING)

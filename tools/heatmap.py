@@ -40,8 +40,7 @@ def main(argv):
     return 2
   target = domains.target
   picks = np.linspace(0, target.size - 1, min(count, target.size)).astype(int)
-  raw, inputs = image_views([target.paths[i] for i in picks],
-                            run_lib.image_options(cfg, domains.normalization))
+  raw, inputs = image_views(target, picks, run_lib.image_options(cfg, domains.normalization))
   dann, biwaa = discriminator_maps(model, inputs, cfg.weighting_factor)
   output = output or os.path.join(model_dir, "heatmap.png")
   plot(raw, dann, biwaa, output)

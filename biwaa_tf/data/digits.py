@@ -107,8 +107,8 @@ def _write_domain(root, name, images, labels):
     f.write("\n".join(lines) + "\n")
 
 
-def build(root, seed=0):
-  """Writes both domains under `root` (atomically: a temp dir renamed at the end)."""
+def make_domains(seed=0):
+  """{name: (images N x 32 x 32 float, labels)} of the three built-in domains."""
   try:
     from sklearn.datasets import load_digits
   except ImportError:
@@ -120,14 +120,34 @@ def build(root, seed=0):
   src, tgt = order[:half], order[half:]
   keep = rng.random(len(tgt)) < TAIL ** (digits.target[tgt] / 9.0)
   tgt = tgt[keep]
+  return {
+      NAMES[0]: (_upsample(digits.images[src]), digits.target[src]),
+      NAMES[1]: (_shift(_upsample(digits.images[tgt]), rng), digits.target[tgt]),
+      NAMES[2]: (_clutter(_upsample(digits.images[tgt]), np.random.default_rng(seed + 1)),
+                 digits.target[tgt]),
+  }
+
+
+def load_arrays(name):
+  """(uint8 images N x 32 x 32, int64 labels) of a built-in domain, e.g. 'digits_target':
+  the pixels its PNG files hold (for the Python API and the examples)."""
+  if name.startswith(BUILTIN_PREFIX):
+    name = name[len(BUILTIN_PREFIX):]
+  if name not in NAMES:
+    raise UserError(f"{name}: unknown built-in dataset; choose from {', '.join(NAMES)}")
+  images, labels = make_domains()[name]
+  return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int64)
+
+
+def build(root, seed=0):
+  """Writes the domains under `root` (atomically: a temp dir renamed at the end)."""
+  domains = make_domains(seed)
   parent = os.path.dirname(root)
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(dir=parent, prefix=".digits-")
   try:
-    _write_domain(tmp, NAMES[0], _upsample(digits.images[src]), digits.target[src])
-    _write_domain(tmp, NAMES[1], _shift(_upsample(digits.images[tgt]), rng), digits.target[tgt])
-    _write_domain(tmp, NAMES[2], _clutter(_upsample(digits.images[tgt]),
-                                          np.random.default_rng(seed + 1)), digits.target[tgt])
+    for name in NAMES:
+      _write_domain(tmp, name, *domains[name])
     try:
       os.replace(tmp, root)
     except OSError:

@@ -26,11 +26,16 @@ UNLABELLED = -1
 
 @dataclasses.dataclass(frozen=True)
 class ImageList:
-  """An ordered image dataset. labels[i] == -1 where the label is unknown."""
+  """An ordered image dataset. labels[i] == -1 where the label is unknown.
+
+  `images`: for a dataset held in memory (from_arrays), N x H x W x 3 uint8 pixels;
+  `paths` then names the rows ("name[i]").
+  """
   name: str
   paths: tuple
   labels: np.ndarray
   class_names: tuple
+  images: np.ndarray = None
 
   @property
   def size(self):
@@ -44,7 +49,46 @@ class ImageList:
     keep = np.asarray(keep, dtype=bool)
     return dataclasses.replace(
         self, paths=tuple(p for p, k in zip(self.paths, keep) if k),
-        labels=self.labels[keep])
+        labels=self.labels[keep], images=None if self.images is None else self.images[keep])
+
+
+def as_uint8_rgb(images, name):
+  """N x H x W x {1,3} images -> N x H x W x 3 uint8 (uint8 as is; float in [0, 1])."""
+  images = np.asarray(images)
+  if images.ndim == 3:
+    images = images[..., None]
+  if images.ndim != 4 or images.shape[-1] not in (1, 3) or not len(images):
+    raise UserError(f"{name}: images must be N x H x W x 1 or 3 (or N x H x W), got shape "
+                    f"{images.shape}")
+  if images.dtype != np.uint8:
+    if not np.issubdtype(images.dtype, np.floating):
+      raise UserError(f"{name}: images must be uint8 (0-255) or float (0-1), got "
+                      f"{images.dtype}")
+    if images.min() < 0 or images.max() > 1:
+      raise UserError(f"{name}: float images must lie in [0, 1] (found "
+                      f"{images.min():g}..{images.max():g}); pass uint8 for 0-255")
+    images = np.round(images * 255).astype(np.uint8)
+  if images.shape[-1] == 1:
+    images = np.repeat(images, 3, axis=-1)
+  return images
+
+
+def from_arrays(name, images, labels=None, num_classes=None, class_names=None):
+  """An in-memory ImageList (see as_uint8_rgb for the accepted images)."""
+  images = as_uint8_rgb(images, name)
+  n = len(images)
+  if labels is None:
+    labels = np.full(n, UNLABELLED, np.int64)
+  labels = np.asarray(labels).astype(np.int64).reshape(-1)
+  if len(labels) != n:
+    raise UserError(f"{name}: {n} images but {len(labels)} labels")
+  if labels.min() < UNLABELLED:
+    raise UserError(f"{name}: negative label {labels.min()}")
+  k = num_classes or (len(class_names) if class_names else int(labels.max()) + 1)
+  if labels.max() >= k:
+    raise UserError(f"{name}: label {labels.max()} but {k} classes")
+  names = tuple(class_names) if class_names else tuple(f"class_{i}" for i in range(k))
+  return ImageList(name, tuple(f"{name}[{i}]" for i in range(n)), labels, names, images)
 
 
 def resolve_list_path(spec):
@@ -197,6 +241,8 @@ def validate_images(image_list, skip_invalid, workers=16):
 
   Returns (the list, with bad files removed when skip_invalid, number removed).
   """
+  if image_list.images is not None:  # in memory: checked by from_arrays
+    return image_list, 0
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
     reasons = list(pool.map(check_image_file, image_list.paths))
   bad = [i for i, r in enumerate(reasons) if r is not None]

@@ -85,6 +85,15 @@ def index_stream(labels, seed, balance_labels=None, num_classes=None, batch_size
   return ds.enumerate().filter(keep).map(lambda position, element: element)
 
 
+def image_loader(image_list):
+  """index -> H x W x 3 uint8: decoded from the file, or a row of an in-memory dataset."""
+  if image_list.images is not None:
+    images = tf.constant(image_list.images)
+    return lambda index: tf.gather(images, index)
+  paths = tf.constant(list(image_list.paths))
+  return lambda index: preprocess.decode(tf.gather(paths, index))
+
+
 def train_dataset(image_list, opts, batch_size, seed, balance_labels=None, num_classes=None,
                   drop_small_classes=False):
   """Batches of (images, labels, indices, positions), infinite.
@@ -94,13 +103,13 @@ def train_dataset(image_list, opts, batch_size, seed, balance_labels=None, num_c
   crops), and a file that cannot be decoded during training is skipped, leaving
   a gap in them by which it is counted (see `skipped_images`).
   """
-  paths = tf.constant(list(image_list.paths))
+  read = image_loader(image_list)
   labels = tf.constant(image_list.labels)
   base = tf.constant([seed, 0], tf.int64)
 
   def load(position, element):
     index = element[0]
-    image = preprocess.decode(tf.gather(paths, index))
+    image = read(index)
     view = preprocess.train_view(image, opts,
                                  tf.random.experimental.stateless_fold_in(base, position))
     return view, tf.gather(labels, index), index, position
@@ -141,12 +150,23 @@ def training_pairs(source, target, opts, batch_size, seed, target_balance=None,
   return ds.prefetch(AUTOTUNE)
 
 
+def fit_dataset(source, target, opts, batch_size, seed=0, target_balance=None, num_classes=None,
+                balance_source=True):
+  """The paired training batches for BIWAAModel.fit(): ((x_s, y_s), (x_t, index_t, y_t)).
+
+  The same batches the command line trains on (`training_pairs`), without the
+  stream positions; infinite: give fit() `steps_per_epoch`.
+  """
+  return training_pairs(source, target, opts, batch_size, seed, target_balance, num_classes,
+                        balance_source).map(lambda batch, positions: batch)
+
+
 def eval_dataset(image_list, opts, batch_size):
   """Finite, in list order: batches of images (B x S x S x 3, or B x 10 x ... )."""
-  paths = tf.constant(list(image_list.paths))
+  read = image_loader(image_list)
 
-  def load(path):
-    return preprocess.eval_views(preprocess.decode(path), opts)
-  ds = tf.data.Dataset.from_tensor_slices(paths)
+  def load(index):
+    return preprocess.eval_views(read(index), opts)
+  ds = tf.data.Dataset.range(image_list.size)
   ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
   return ds.batch(batch_size).prefetch(AUTOTUNE)

@@ -52,6 +52,8 @@ def normalize(image, mode):
   caffe: RGB->BGR minus the ImageNet BGR mean (Keras' ResNet-50 weights).
   torch: /255, minus ImageNet mean, over ImageNet std.
   unit:  /127.5 - 1 (networks trained from scratch).
+  raw:   unchanged (models that rescale their inputs themselves, e.g. Keras'
+         EfficientNet).
   """
   image = tf.cast(image, tf.float32)
   if mode == "caffe":
@@ -60,6 +62,8 @@ def normalize(image, mode):
     return (image / 255.0 - tf.constant(TORCH_MEAN)) / tf.constant(TORCH_STD)
   if mode == "unit":
     return image / 127.5 - 1.0
+  if mode == "raw":
+    return image
   raise ValueError(f"unknown normalisation {mode!r}")
 
 

@@ -98,6 +98,43 @@ BACKBONES = {"resnet50": resnet50, "resnet50_keras": resnet50_keras, "lenet": le
 NORMALIZATION = {"resnet50": "torch", "resnet50_keras": "caffe", "lenet": "unit"}
 
 
+def register(name, builder, normalization):
+  """Adds a backbone: `builder(image_size, weights)` returns a keras.Model mapping
+  S x S x 3 images to features (a vector, or a feature map that is average-pooled);
+  `normalization` is what its weights expect (see data/preprocess.normalize: torch,
+  caffe, unit, raw). A name registered again is replaced."""
+  BACKBONES[name] = builder
+  NORMALIZATION[name] = normalization
+
+
+def from_keras_model(model):
+  """A builder for a user's Keras model: each call returns a copy of it with its
+  weights as they are now (every run starts from the same weights), average-pooled
+  if it outputs a feature map. Needs a Functional or Sequential model (clone_model)."""
+  import keras
+  initial = [w.numpy() for w in model.weights]
+
+  def build(image_size, weights):
+    del image_size
+    try:
+      copy = keras.models.clone_model(model)
+    except Exception as e:  # noqa: BLE001  (subclassed models cannot be cloned)
+      raise UserError(f"backbone {model.name}: cannot be copied for each run "
+                      f"({_first_line(e)}); build it with the Functional or Sequential "
+                      "API") from None
+    copy.set_weights(initial)
+    if weights not in ("none", "imagenet"):
+      _load_file(copy, weights)
+    if len(copy.output.shape) == 4:
+      pooled = keras.layers.GlobalAveragePooling2D(name="pool")(copy.output)
+      copy = keras.Model(copy.inputs, pooled, name=copy.name)
+    elif len(copy.output.shape) != 2:
+      raise UserError(f"backbone {model.name}: outputs shape {copy.output.shape}; need "
+                      "features (batch, dim) or a feature map (batch, h, w, channels)")
+    return copy
+  return build
+
+
 def _check(name):
   if name not in BACKBONES:
     raise UserError(f"--backbone={name}: unknown; choose from {sorted(BACKBONES)}")

@@ -90,20 +90,27 @@ class BIWAAModel(keras.Model):
     self.backbone_optimizer = backbone_optimizer
     self.head_optimizer = head_optimizer
     k, d, n = c.num_classes, c.bottleneck_dim, max(c.num_target, 1)
-    # Every replica computes the same new value (from all replicas' samples):
-    # the first replica's is kept.
-    state = dict(trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-    self.step = tf.Variable(0, dtype=tf.int64, name="step", **state)
-    self.source_centroids = tf.Variable(tf.zeros([k, d]), name="source_centroids", **state)
-    self.target_centroids = tf.Variable(tf.zeros([k, d]), name="target_centroids", **state)
-    self.agg_table = tf.Variable(tf.zeros([n, k]), name="agg_table", **state)
-    self.agg_seen = tf.Variable(tf.zeros([n], tf.bool), name="agg_seen", **state)
-    self.prev_aggregate = tf.Variable(tf.zeros([n, k]), name="prev_aggregate", **state)
-    self.has_prev = tf.Variable(False, name="has_prev", **state)
-    self.target_labels = tf.Variable(-tf.ones([n], tf.int64), name="target_labels", **state)
+    # State: Keras weights (saved by save_weights, ModelCheckpoint, BackupAndRestore
+    # and tf.train.Checkpoint alike). Every replica computes the same new value
+    # (from all replicas' samples): the first replica's is kept.
+    def state(name, shape, dtype="float32", value=0):
+      return self.add_weight(shape=shape, dtype=dtype, name=name, trainable=False,
+                             initializer=keras.initializers.Constant(value),
+                             aggregation="only_first_replica")
+    self.step = state("step", (), "int64")
+    self.source_centroids = state("source_centroids", (k, d))
+    self.target_centroids = state("target_centroids", (k, d))
+    self.agg_table = state("agg_table", (n, k))
+    self.agg_seen = state("agg_seen", (n,), "bool", False)
+    self.prev_aggregate = state("prev_aggregate", (n, k))
+    self.has_prev = state("has_prev", (), "bool", False)
+    self.target_labels = state("target_labels", (n,), "int64", -1)
     if c.loss_scaling:
-      self.loss_scale = tf.Variable(loss_scale.INITIAL_SCALE, name="loss_scale", **state)
-      self.good_steps = tf.Variable(tf.constant(0, tf.int64), name="good_steps", **state)
+      self.loss_scale = state("loss_scale", (), "float32", loss_scale.INITIAL_SCALE)
+      self.good_steps = state("good_steps", (), "int64")
+    # evaluate(): averaged over the batches (Keras resets them per evaluate call).
+    self.eval_loss = keras.metrics.Mean(name="loss")
+    self.eval_accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
 
   # ----- inference -----
   def features(self, x, training=False):
@@ -121,6 +128,37 @@ class BIWAAModel(keras.Model):
     for opt, variables in self._optimizer_groups():
       opt.build(variables)
 
+  # ----- the Keras way: compile, fit, evaluate, predict -----
+  def compile(self, backbone_optimizer=None, head_optimizer=None, *, lr=1e-3,
+              head_lr_multiplier=10.0, momentum=0.9, **kwargs):
+    """Sets the two optimizers (default: the paper's SGD/Nesterov with the inv schedule,
+    `lr` on the backbone, `lr x head_lr_multiplier` on the new layers) and Keras'
+    options (`steps_per_execution`, `jit_compile`, `run_eagerly`, ...).
+
+    No loss or metrics: the step computes the method's losses (train_step) and
+    evaluate() reports the classification loss and accuracy."""
+    if backbone_optimizer is None or head_optimizer is None:
+      backbone_optimizer, head_optimizer = schedules.paper_optimizers(
+          lr, head_lr_multiplier, momentum)
+    self.backbone_optimizer, self.head_optimizer = backbone_optimizer, head_optimizer
+    super().compile(optimizer=head_optimizer, **kwargs)
+    for opt, variables in self._optimizer_groups():
+      if not opt.built and all(v is not None for v in variables):
+        opt.build(variables)
+
+  def test_step(self, data):
+    """evaluate() on (images, labels) batches: mean cross-entropy and accuracy."""
+    x, y = data[0], data[1]
+    logits = self(x, training=False)
+    self.eval_loss.update_state(losses.cross_entropy(logits, y))
+    self.eval_accuracy.update_state(y, logits)
+    return {"loss": self.eval_loss.result(), "accuracy": self.eval_accuracy.result()}
+
+  def predict_step(self, data):
+    """predict(): class probabilities (softmax of call()'s logits)."""
+    x = data[0] if isinstance(data, (tuple, list)) else data
+    return tf.nn.softmax(self(x, training=False))
+
   # ----- training -----
   def train_step(self, data):
     """One BIWAA step (Algorithm 1, lines 6-27)."""
@@ -130,6 +168,7 @@ class BIWAAModel(keras.Model):
     step = tf.identity(self.step)
     coeff = schedules.grl_coefficient(step, c.grl_ramp_steps)
     reversal = schedules.reversal_coefficient(step, c.grl_ramp_steps)  # coeff(i + 1)
+    lr = _current_lr(self.backbone_optimizer)  # the backbone's; new layers x10
     with tf.GradientTape() as tape:
       f_s, logits_s, f_t, logits_t = self.forward(x_s, x_t)             # line 8
       loss_cls = losses.cross_entropy(logits_s, y_s)                      # line 18
@@ -153,7 +192,7 @@ class BIWAAModel(keras.Model):
         self.source_centroids.assign(centroids[0])
         self.target_centroids.assign(centroids[1])
       self.step.assign_add(1)
-    logs.update(loss=total, grl_coeff=reversal)
+    logs.update(loss=total, grl_coeff=reversal, lr=lr)
     if c.loss_scaling:
       logs["loss_scale"] = tf.identity(self.loss_scale)
     return logs
@@ -310,6 +349,11 @@ class BIWAAModel(keras.Model):
       start += len(variables)
       opt.apply_gradients([(gi + decay * v, v) for gi, v in zip(g, variables)
                            if gi is not None])
+
+
+def _current_lr(optimizer):
+  """The optimizer's learning rate for this step (its schedule at its iteration count)."""
+  return tf.cast(optimizer.learning_rate, tf.float32)
 
 
 def _gather_global(*tensors):

@@ -60,3 +60,10 @@ class InvSchedule(keras.optimizers.schedules.LearningRateSchedule):
   def get_config(self):
     return dict(base=self.base, multiplier=self.multiplier, gamma=self.gamma,
                 power=self.power)
+
+
+def paper_optimizers(lr=1e-3, head_lr_multiplier=10.0, momentum=0.9):
+  """(backbone, new layers) SGD/Nesterov optimizers with the inv schedule, x1 and x10."""
+  def sgd(multiplier):
+    return keras.optimizers.SGD(InvSchedule(lr, multiplier), momentum=momentum, nesterov=True)
+  return sgd(1.0), sgd(head_lr_multiplier)

@@ -50,10 +50,7 @@ _POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_
 
 def make_optimizers(cfg):
   """SGD/Nesterov with the inv schedule: backbone x1, new layers x head_lr_multiplier."""
-  def sgd(multiplier):
-    return keras.optimizers.SGD(schedules.InvSchedule(cfg.lr, multiplier),
-                                momentum=cfg.momentum, nesterov=True)
-  return sgd(1.0), sgd(cfg.head_lr_multiplier)
+  return schedules.paper_optimizers(cfg.lr, cfg.head_lr_multiplier, cfg.momentum)
 
 
 def build_model(cfg, domains, seed):
@@ -166,7 +163,6 @@ def _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief, c
     logs, positions = step_fn(iterator)
     logs = {k: float(v) for k, v in logs.items()}
     timer.tick()
-    logs["lr"] = float(schedules.inv_lr(i, cfg.lr))  # the backbone's; new layers x10
     if not np.isfinite(logs["loss"]):
       raise NonFiniteLoss(
           f"run {run}: non-finite loss ({logs['loss']}) at step {i}; stopped, the last "
@@ -251,8 +247,7 @@ def _log_heatmaps(cfg, model, domains, count=4):
   """TensorBoard images: target images | DANN map | BIWAA-weighted map (tools/heatmap.py)."""
   from biwaa_tf.heatmap import discriminator_maps, image_views
   picks = np.linspace(0, domains.target.size - 1, min(count, domains.target.size)).astype(int)
-  raw, x = image_views([domains.target.paths[i] for i in picks],
-                       image_options(cfg, domains.normalization))
+  raw, x = image_views(domains.target, picks, image_options(cfg, domains.normalization))
   try:
     dann, biwaa = discriminator_maps(model, x, cfg.weighting_factor)
   except ValueError:  # a backbone without a convolutional feature map

@@ -1,0 +1,168 @@
+"""The Python API: `adapt()` runs a whole BIWAA(-I) training from Python.
+
+    import biwaa_tf
+    result = biwaa_tf.adapt((x_source, y_source), x_target, backbone="lenet",
+                            image_size=28, steps_per_run=800, runs=3, lr=0.01)
+    result.final_accuracy, result.target_probs, result.predict(x_new)
+
+Options are the command line's flags, with its defaults (`python -m biwaa_tf.main
+--help`). The command line and this function run the same training code
+(train/iterative.py); this module only turns Python values into its inputs.
+"""
+
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from biwaa_tf import config as config_lib
+from biwaa_tf.errors import UserError
+
+log = logging.getLogger(__name__)
+
+ARRAY = "<array>"  # what flags.txt records for a domain given as NumPy arrays
+
+
+@dataclasses.dataclass
+class AdaptResult:
+  """What adapt() returns.
+
+  model:        Keras model, preprocessed images (image_size^2 x 3, normalised as the
+                backbone expects) -> class probabilities: the last run's inference path.
+  target_probs: N x K, the last run's (10-crop if ten_crop) target probabilities.
+  runs:         the per-run result dicts (accuracy, per_class_accuracy, histogram, ...).
+  final_accuracy, final_per_class_accuracy: the last run's, None without target labels.
+  model_dir:    where the training lives (None when it ran in a temporary directory).
+  """
+  model: object
+  target_probs: np.ndarray
+  runs: list
+  final_accuracy: float
+  final_per_class_accuracy: float
+  class_names: tuple
+  config: config_lib.TrainConfig
+  model_dir: str
+  image_options: object
+
+  def predict(self, images, batch_size=64):
+    """Class probabilities of raw images (NumPy N x H x W x {1,3}, uint8 or float in
+    [0, 1]), preprocessed as the training evaluated its target (resize, crop(s))."""
+    from biwaa_tf.data import lists
+    from biwaa_tf.train import run as run_lib
+    data = lists.from_arrays("images", images, num_classes=len(self.class_names))
+    return run_lib.predict_probs(self._inference, data, self.image_options, batch_size)
+
+  @property
+  def _inference(self):
+    # predict_probs applies a softmax to logits: give it the logits path.
+    return self.model.get_layer("logits_model")
+
+
+def _domain(spec, role, data_root, num_classes=None, class_names=None):
+  """A list file / folder / builtin name, or NumPy images or (images, labels)."""
+  from biwaa_tf.data import lists
+  if isinstance(spec, (str, os.PathLike)):
+    return lists.load_image_list(os.fspath(spec), data_root, num_classes)
+  if isinstance(spec, (tuple, list)) and len(spec) == 2:
+    images, labels = spec
+  else:
+    images, labels = spec, None
+  return lists.from_arrays(role, images, labels, num_classes, class_names)
+
+
+def _domains(cfg, source, target, target_eval, normalization):
+  """lists.Domains of the three datasets, checked as the command line checks files."""
+  from biwaa_tf.data import lists
+  from biwaa_tf.train import preflight
+  if all(isinstance(d, (str, os.PathLike)) for d in (source, target, target_eval)):
+    return dataclasses.replace(preflight.prepare_data(cfg), normalization=normalization)
+  src = _domain(source, "source", cfg.data_root, cfg.num_classes or None)
+  if not src.labelled:
+    raise UserError("source: needs labels: give (images, labels), a list file with labels "
+                    "or a class-folder directory")
+  if src.images is None:
+    src = preflight._validated(src, cfg.skip_invalid_images)
+  k, names = len(src.class_names), src.class_names
+  tgt = _domain(target, "target", cfg.data_root, k, names)
+  lists.check_same_classes(src, tgt)
+  ev = tgt if target_eval is target else _domain(target_eval, "target_eval", cfg.data_root,
+                                                  k, names)
+  lists.check_same_classes(src, ev)
+  if cfg.balanced_target == "oracle" and not tgt.labelled:
+    raise UserError("balanced_target='oracle' needs target labels")
+  return lists.Domains(src, tgt, ev, names, normalization)
+
+
+def adapt(source, target, target_eval=None, *, model_dir=None, callbacks=None,
+          normalization=None, strategy=None, verbose=True, **options):
+  """Trains BIWAA (or another --method) from `source` to `target`; returns AdaptResult.
+
+  source:      a list file, a class-folder directory, "builtin:digits_source", or NumPy
+               (images, labels); images N x H x W x {1,3}, uint8 or float in [0, 1].
+  target:      the same kinds, or NumPy images alone (labels only report accuracy).
+  target_eval: evaluated after each run (default: the target).
+  model_dir:   keep the training there (resumable: call again with the same arguments);
+               None trains in a temporary directory, removed afterwards.
+  callbacks:   Keras callbacks, called at every step of every run (on_train_batch_end
+               sees the step's logs: loss, loss_cls, loss_adv, loss_ms, disc_acc,
+               pseudo_acc, lr, grl_coeff).
+  backbone=:   a registered name ("resnet50", "lenet", ...) or a Keras model (Functional
+               or Sequential) mapping images to features or a feature map (pooled
+               here); every run starts from its current weights. `normalization`
+               says what such a model expects: "torch", "caffe", "unit" (default,
+               x / 127.5 - 1) or "raw" (0-255).
+  **options:   any command-line flag by name: image_size=28, runs=3, method="dann", ...
+  """
+  from biwaa_tf import quiet
+  from biwaa_tf.model import backbones
+  if verbose:
+    quiet.configure_logging()
+  backbone = options.pop("backbone", config_lib.default("backbone"))
+  if not isinstance(backbone, str):
+    name = f"keras:{backbone.name}"
+    backbones.register(name, backbones.from_keras_model(backbone), normalization or "unit")
+    backbone = name
+  elif normalization is not None:
+    raise UserError("normalization= applies to a Keras-model backbone only")
+  temporary = model_dir is None
+  if temporary:
+    model_dir = tempfile.mkdtemp(prefix="biwaa-adapt-")
+  target_eval = target if target_eval is None else target_eval
+  spec = lambda d: os.fspath(d) if isinstance(d, (str, os.PathLike)) else ARRAY  # noqa: E731
+  try:
+    cfg = config_lib.make_config(
+        source=spec(source), target=spec(target), target_eval=spec(target_eval),
+        model_dir=os.fspath(model_dir), backbone=backbone,
+        progress=options.pop("progress", verbose), overwrite=options.pop("overwrite", temporary),
+        **options)
+    domains = _domains(cfg, source, target, target_eval,
+                       backbones.normalization(cfg.backbone))
+    return _train(cfg, domains, strategy, callbacks, None if temporary else model_dir)
+  finally:
+    if temporary:
+      shutil.rmtree(model_dir, ignore_errors=True)
+
+
+def _train(cfg, domains, strategy, callbacks, kept_dir):
+  import tensorflow as tf
+
+  from biwaa_tf import export
+  from biwaa_tf.train import iterative
+  from biwaa_tf.train import run as run_lib
+  if cfg.deterministic:
+    tf.config.experimental.enable_op_determinism()
+  summary = iterative.train(cfg, strategy or tf.distribute.get_strategy(), domains,
+                            callbacks=callbacks)
+  last = cfg.runs - 1
+  run_dir = os.path.join(cfg.model_dir, f"run_{last}")
+  model = run_lib.restore_model(cfg, domains, last, run_dir)
+  return AdaptResult(
+      model=export.probability_model(model, cfg.image_size),
+      target_probs=np.load(os.path.join(run_dir, run_lib.TARGET_PROBS)),
+      runs=summary["runs"], final_accuracy=summary["final_accuracy"],
+      final_per_class_accuracy=summary["final_per_class_accuracy"],
+      class_names=tuple(domains.class_names), config=cfg, model_dir=kept_dir,
+      image_options=run_lib.image_options(cfg, domains.normalization, cfg.ten_crop))
