@@ -2,14 +2,23 @@
 from biwaa_tf import quiet as _quiet
 
 __version__ = "0.1.0"
-__all__ = ["adapt", "AdaptResult"]
+# The Python API, imported on first use (`import biwaa_tf` does not load TensorFlow).
+_API = {
+    "adapt": "biwaa_tf.api", "AdaptResult": "biwaa_tf.api",
+    "BIWAAModel": "biwaa_tf.model.biwaa", "MethodConfig": "biwaa_tf.model.biwaa",
+    "build_backbone": "biwaa_tf.model.backbones", "register_backbone": "biwaa_tf.model.backbones",
+    "ImageOptions": "biwaa_tf.data.preprocess", "from_arrays": "biwaa_tf.data.lists",
+    "load_image_list": "biwaa_tf.data.lists", "fit_dataset": "biwaa_tf.data.pipeline",
+    "eval_dataset": "biwaa_tf.data.pipeline",
+}
+__all__ = sorted(_API)
 # TensorFlow's C++ start-up lines stay off the console (see quiet.py).
 _quiet.install()
 
 
 def __getattr__(name):
-  # biwaa_tf.adapt without importing TensorFlow at `import biwaa_tf`.
-  if name in ("adapt", "AdaptResult"):
-    from biwaa_tf import api
-    return getattr(api, name)
+  if name in _API:
+    import importlib
+    module = importlib.import_module(_API[name])
+    return getattr(module, "register" if name == "register_backbone" else name)
   raise AttributeError(f"module 'biwaa_tf' has no attribute {name!r}")

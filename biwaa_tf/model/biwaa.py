@@ -126,7 +126,9 @@ class BIWAAModel(keras.Model):
     self.classifier(f)
     self.discriminator(f)
     for opt, variables in self._optimizer_groups():
-      opt.build(variables)
+      if opt is not None:  # (compile() sets them later)
+        opt.build(variables)
+    self.built = True
 
   # ----- the Keras way: compile, fit, evaluate, predict -----
   def compile(self, backbone_optimizer=None, head_optimizer=None, *, lr=1e-3,
@@ -142,9 +144,14 @@ class BIWAAModel(keras.Model):
           lr, head_lr_multiplier, momentum)
     self.backbone_optimizer, self.head_optimizer = backbone_optimizer, head_optimizer
     super().compile(optimizer=head_optimizer, **kwargs)
-    for opt, variables in self._optimizer_groups():
-      if not opt.built and all(v is not None for v in variables):
+    if self.classifier.built:  # after build_all(): the optimizers' slots now
+      for opt, variables in self._optimizer_groups():
         opt.build(variables)
+
+  def fit(self, *args, shuffle=False, **kwargs):
+    """Keras' fit(); the paired dataset (pipeline.fit_dataset) is infinite and already
+    shuffled: give `steps_per_epoch`."""
+    return super().fit(*args, shuffle=shuffle, **kwargs)
 
   def test_step(self, data):
     """evaluate() on (images, labels) batches: mean cross-entropy and accuracy."""

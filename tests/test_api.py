@@ -1,0 +1,178 @@
+"""The Python API: adapt() and BIWAAModel.fit() with Keras callbacks."""
+
+import glob
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import biwaa_tf
+from biwaa_tf.data import digits
+from biwaa_tf.errors import UserError
+
+OPTS = biwaa_tf.ImageOptions(32, 28, False, "unit", train_crop="random")
+STEP_LOGS = {"loss", "loss_cls", "loss_adv", "loss_ms", "disc_acc", "pseudo_acc", "lr",
+             "grl_coeff"}
+
+
+@pytest.fixture(scope="module")
+def arrays():
+  return digits.load_arrays("digits_source"), digits.load_arrays("digits_target")
+
+
+@pytest.fixture()
+def fit_setup(arrays):
+  (xs, ys), (xt, yt) = arrays
+  src = biwaa_tf.from_arrays("source", xs, ys)
+  tgt = biwaa_tf.from_arrays("target", xt, yt)
+
+  def make(**compile_options):
+    keras.utils.set_random_seed(0)
+    model = biwaa_tf.BIWAAModel(biwaa_tf.build_backbone("lenet", 28, "none"),
+                                biwaa_tf.MethodConfig(num_classes=10, num_target=tgt.size))
+    model.build_all(28)
+    model.compile(lr=0.01, **compile_options)
+    return model
+  data = biwaa_tf.fit_dataset(src, tgt, OPTS, batch_size=18, num_classes=10)
+  return make, data, tgt, yt
+
+
+class Recorder(keras.callbacks.Callback):
+  def __init__(self):
+    super().__init__()
+    self.batches = []
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.batches.append((batch, dict(logs)))
+
+
+def test_fit_callbacks_see_the_step_logs_and_steps_per_execution(fit_setup):
+  make, data, tgt, yt = fit_setup
+  for spe in (1, 5):
+    model, rec = make(steps_per_execution=spe), Recorder()
+    model.fit(data, epochs=2, steps_per_epoch=10, callbacks=[rec], verbose=0)
+    assert int(model.step.numpy()) == 20
+    assert len(rec.batches) == 20 // spe
+    assert STEP_LOGS <= set(rec.batches[-1][1])
+    # lr follows the inv schedule: step 19's backbone lr.
+    assert rec.batches[-1][1]["lr"] == pytest.approx(0.01 * (1 + 0.001 * 19) ** -0.75,
+                                                     rel=1e-5)
+  probs = model.predict(biwaa_tf.eval_dataset(tgt, OPTS, 64), verbose=0)
+  np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+  labelled = tf.data.Dataset.zip(biwaa_tf.eval_dataset(tgt, OPTS, 64),
+                                 tf.data.Dataset.from_tensor_slices(yt).batch(64))
+  ev = model.evaluate(labelled, verbose=0, return_dict=True)
+  assert ev["accuracy"] == pytest.approx(np.mean(probs.argmax(1) == yt), abs=1e-6)
+
+
+def test_fit_tensorboard_and_model_checkpoint(fit_setup, tmp_path):
+  make, data, _, _ = fit_setup
+  model = make()
+  ckpt = str(tmp_path / "w.weights.h5")
+  model.fit(data, epochs=2, steps_per_epoch=5, verbose=0, callbacks=[
+      keras.callbacks.TensorBoard(str(tmp_path / "tb"), update_freq=1),
+      keras.callbacks.ModelCheckpoint(ckpt, save_weights_only=True)])
+  tags = set()
+  for path in glob.glob(str(tmp_path / "tb" / "train" / "*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      tags.update(v.tag for v in event.summary.value)
+  assert {"batch_disc_acc", "batch_loss_cls", "epoch_pseudo_acc"} <= tags, tags
+  # The checkpoint holds the method's state too (step, centroid memories).
+  fresh = make()
+  fresh.load_weights(ckpt)
+  assert int(fresh.step.numpy()) == 10
+  np.testing.assert_array_equal(fresh.source_centroids.numpy(),
+                                model.source_centroids.numpy())
+  assert np.abs(model.source_centroids.numpy()).max() > 0
+
+
+def test_fit_terminate_on_nan(arrays):
+  (xs, ys), (xt, _) = arrays
+  src = biwaa_tf.from_arrays("source", xs, ys)
+  tgt = biwaa_tf.from_arrays("target", xt)
+  data = biwaa_tf.fit_dataset(src, tgt, OPTS, batch_size=18, num_classes=10)
+  model = biwaa_tf.BIWAAModel(biwaa_tf.build_backbone("lenet", 28, "none"),
+                              biwaa_tf.MethodConfig(num_classes=10, num_target=tgt.size))
+  model.build_all(28)
+  model.compile(lr=1e6)  # diverges within a few steps
+  rec = Recorder()
+  model.fit(data, epochs=3, steps_per_epoch=10, verbose=0,
+            callbacks=[keras.callbacks.TerminateOnNaN(), rec])
+  assert model.stop_training and len(rec.batches) < 30
+  assert not np.isfinite(rec.batches[-1][1]["loss"])
+  assert all(np.isfinite(logs["loss"]) for _, logs in rec.batches[:-1])
+
+
+def test_fit_backup_and_restore_resumes_where_it_stopped(fit_setup, tmp_path):
+  make, data, _, _ = fit_setup
+
+  class Interrupt(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+      if epoch == 2:
+        raise KeyboardInterrupt
+
+  backup = str(tmp_path / "backup")
+  model = make()
+  with pytest.raises(KeyboardInterrupt):
+    model.fit(data, epochs=4, steps_per_epoch=5, verbose=0,
+              callbacks=[keras.callbacks.BackupAndRestore(backup), Interrupt()])
+  assert int(model.step.numpy()) == 10
+  resumed, rec = make(), Recorder()  # a new process would build it afresh
+  resumed.fit(data, epochs=4, steps_per_epoch=5, verbose=0,
+              callbacks=[keras.callbacks.BackupAndRestore(backup), rec])
+  # Epochs 0-1 restored (with the step counter and the optimizers), 2-3 trained.
+  assert len(rec.batches) == 10 and int(resumed.step.numpy()) == 20
+  assert int(resumed.backbone_optimizer.iterations.numpy()) == 20
+
+
+def test_adapt_on_arrays_equals_adapt_on_the_same_files(arrays):
+  (xs, ys), (xt, yt) = arrays
+  opts = dict(backbone="lenet", image_size=28, resize_size=32, random_flip=False,
+              steps_per_run=30, runs=2, lr=0.01, deterministic=True, verbose=False)
+  on_arrays = biwaa_tf.adapt((xs, ys), (xt, yt), **opts)
+  on_files = biwaa_tf.adapt("builtin:digits_source", "builtin:digits_target", **opts)
+  assert len(on_arrays.runs) == 2 and on_arrays.target_probs.shape == (len(xt), 10)
+  np.testing.assert_array_equal(on_arrays.target_probs, on_files.target_probs)
+  assert on_arrays.final_accuracy == on_files.final_accuracy
+  assert on_arrays.model_dir is None
+  # .model: preprocessed crops -> probabilities; .predict: raw images, the eval path.
+  probs = on_arrays.predict(xt[:20])
+  np.testing.assert_allclose(probs, on_arrays.target_probs[:20], rtol=1e-5, atol=1e-6)
+  assert on_arrays.model.output_shape == (None, 10)
+
+
+def test_adapt_with_a_keras_backbone_and_a_model_dir(arrays, tmp_path):
+  (xs, ys), (xt, _) = arrays
+  inputs = keras.Input((28, 28, 3))
+  fmap = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+  backbone = keras.Model(inputs, keras.layers.BatchNormalization()(fmap), name="tiny_cnn")
+  before = [w.numpy().copy() for w in backbone.weights]
+  result = biwaa_tf.adapt((xs, ys), xt[:, :, :, None], backbone=backbone, image_size=28,
+                          steps_per_run=10, runs=1, verbose=False,
+                          model_dir=str(tmp_path / "m"))
+  assert result.final_accuracy is None  # no target labels given
+  assert result.model_dir == str(tmp_path / "m")
+  assert os.path.exists(tmp_path / "m" / "results.json")
+  for b, w in zip(before, backbone.weights):  # the user's model is left as it was
+    np.testing.assert_array_equal(b, w.numpy())
+
+
+def test_adapt_refuses_bad_input_in_one_line(arrays):
+  (xs, ys), (xt, _) = arrays
+  with pytest.raises(UserError, match="source: 898 images but 3 labels"):
+    biwaa_tf.adapt((xs, ys[:3]), xt, backbone="lenet", verbose=False)
+  with pytest.raises(UserError, match=r"float images must lie in \[0, 1\]"):
+    biwaa_tf.adapt((xs.astype(np.float32), ys), xt, backbone="lenet", verbose=False)
+  with pytest.raises(UserError, match="unknown option"):
+    biwaa_tf.adapt((xs, ys), xt, backbone="lenet", learning_rate=0.1, verbose=False)
+
+
+def test_import_biwaa_tf_does_not_load_tensorflow():
+  import subprocess
+  import sys
+  code = "import sys, biwaa_tf; print(biwaa_tf.adapt.__name__, 'tensorflow' in sys.modules)"
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  # Loading `adapt` imports only the API module; TensorFlow waits for a call.
+  assert out.stdout.split() == ["adapt", "False"]
