@@ -31,6 +31,7 @@ class TrainConfig:
   target: str = None
   target_eval: str = None           # None: the target
   data_root: str = ""
+  download: bool = False
   skip_invalid_images: bool = False
   resize_size: int = None           # None: 8/7 of image_size
   image_size: int = 224

@@ -43,6 +43,9 @@ def define_flags():
                     "present, are used only to report accuracy and for --balanced_target=oracle).")
   _string("target_eval", "Target evaluation set; defaults to --target.")
   _string("data_root", "Directory the list files' paths are relative to.")
+  _boolean("download", "Fetch the files of builtin:mnist_*/svhn_* datasets into --data_root "
+                      "(checksummed, resumable); without it a missing file is an error naming "
+                      "its URL.")
   _boolean("skip_invalid_images", "Drop missing, empty, truncated or non-image files (and report "
                                   "how many) instead of stopping.")
   _integer("resize_size", "Images are resized to this square size before cropping (default: 8/7 of "

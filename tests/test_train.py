@@ -239,3 +239,14 @@ def test_float16_step_with_overflowing_scale_is_skipped_by_both_optimizers():
     assert float(model.loss_scale.numpy()) == 2.0 ** 9 and model.good_steps.numpy() == 0
   finally:
     keras.mixed_precision.set_global_policy("float32")
+
+
+def test_a_collapsed_run_stops_the_training_in_one_line():
+  from biwaa_tf.errors import UserError
+  from biwaa_tf.train.iterative import check_not_collapsed
+  check_not_collapsed(0, {"predicted_histogram": [0.6, 0.3, 0.1], "eval_images": 100})
+  check_not_collapsed(0, {"predicted_histogram": [1.0, 0.0], "eval_images": 5})  # tiny
+  with pytest.raises(UserError, match=r"run 1: the target predictions collapsed to one "
+                                      r"class \(class 4: 99.5% of them\)"):
+    check_not_collapsed(1, {"predicted_histogram": [0.005, 0, 0, 0, 0.995],
+                            "eval_images": 10000})

@@ -163,8 +163,10 @@ def resolve(spec):
   """'builtin:digits_source' -> path of its list file (built on first use)."""
   name = spec[len(BUILTIN_PREFIX):]
   if name not in NAMES:
+    from biwaa_tf.data import digit_files
+    known = list(NAMES) + list(digit_files.DATASETS)
     raise UserError(f"{spec}: unknown built-in dataset; choose from "
-                    f"{', '.join(BUILTIN_PREFIX + n for n in NAMES)}")
+                    f"{', '.join(BUILTIN_PREFIX + n for n in known)}")
   root = os.path.join(cache_dir(), f"digits-{VERSION}")
   if not os.path.exists(os.path.join(root, f"{name}.txt")):
     build(root)

@@ -47,6 +47,18 @@ def earlier_aggregate(cfg, run_dirs):
   return aggregation.across_run_aggregate(probs, cfg.across_run_decay)
 
 
+def check_not_collapsed(run, result, limit=0.99, min_images=20):
+  """A run whose target predictions fall (almost) all in one class is a failed training:
+  ending there, in one line, beats loading the next run 'class-balanced' from one class."""
+  hist = np.asarray(result.get("predicted_histogram") or [])
+  n = result.get("eval_images", min_images)
+  if len(hist) > 1 and n >= min_images and hist.max() > limit:
+    raise UserError(
+        f"run {run}: the target predictions collapsed to one class (class "
+        f"{int(hist.argmax())}: {100 * hist.max():.1f}% of them); the run is kept in its "
+        f"directory, the training stops. Lower --lr, or check the data")
+
+
 def check(cfg, strategy, domains):
   """The checks that need TensorFlow: replicas, XLA, and building the model (which
   loads the backbone's weights). Writes nothing."""
@@ -102,6 +114,7 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
                                  target_balance_labels(cfg, domains, agg), strategy,
                                  callbacks=callbacks)
       trained = True
+      check_not_collapsed(r, result)
       if not chief:
         run_dirs.append(run_dir)
         continue

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 FLAGS_FILE = "flags.txt"
 # Flags that do not change what is trained: a resumed command may differ in them.
-_RESUME_FREE = ("runs", "overwrite", "progress", "log_every", "checkpoint_every",
+_RESUME_FREE = ("runs", "overwrite", "download", "progress", "log_every", "checkpoint_every",
                 "eval_batch_size", "dry_run", "distribution_strategy", "cpu_replicas",
                 "jit_compile", "sync_batch_norm")
 
@@ -29,7 +29,8 @@ def prepare_data(cfg, check_images=True):
   if cfg.backbone_weights not in ("imagenet", "none") and not os.path.isfile(
       cfg.backbone_weights):
     raise UserError(f"--backbone_weights={cfg.backbone_weights}: no such file")
-  source = lists.load_image_list(cfg.source, cfg.data_root, cfg.num_classes or None)
+  source = lists.load_image_list(cfg.source, cfg.data_root, cfg.num_classes or None,
+                                 cfg.download)
   if not source.labelled:
     raise UserError(f"{source.name}: the source needs a label on every line")
   if not cfg.num_classes:
@@ -38,11 +39,11 @@ def prepare_data(cfg, check_images=True):
     raise UserError(f"--num_classes={cfg.num_classes}, but {source.name} has "
                     f"{len(source.class_names)} class folders")
   k = len(source.class_names)
-  target = lists.load_image_list(cfg.target, cfg.data_root, k)
+  target = lists.load_image_list(cfg.target, cfg.data_root, k, cfg.download)
   lists.check_same_classes(source, target)
   target_eval = target
   if cfg.target_eval != cfg.target:
-    target_eval = lists.load_image_list(cfg.target_eval, cfg.data_root, k)
+    target_eval = lists.load_image_list(cfg.target_eval, cfg.data_root, k, cfg.download)
     lists.check_same_classes(source, target_eval)
   if check_images:
     source = _validated(source, cfg.skip_invalid_images)

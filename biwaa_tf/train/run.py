@@ -207,7 +207,7 @@ def _evaluate_and_save(cfg, model, domains, run, run_dir, skipped, speed=None):
   else:
     eval_probs = predict_probs(model, domains.target_eval, eval_opts, cfg.eval_batch_size)
     io_utils.atomic_save_npy(os.path.join(run_dir, EVAL_PROBS), eval_probs)
-  result = {"run": run, "steps": int(model.step.numpy()),
+  result = {"run": run, "steps": int(model.step.numpy()), "eval_images": int(len(eval_probs)),
             "skipped_images": {"source": skipped[0], "target": skipped[1]},
             **(speed or {"train_images_per_second": None, "median_step_seconds": None})}
   result.update(metrics.prediction_report(
