@@ -38,8 +38,9 @@ setup(
     extras_require={
         "demo": ["scikit-learn>=1.4"],
         "hub": ["huggingface_hub>=0.23"],
+        "digits": ["scipy>=1.10"],
         "dev": ["scikit-learn>=1.4", "huggingface_hub>=0.23", "pytest>=8", "pytest-xdist>=3.5",
-                "ruff>=0.6", "pillow>=10"],
+                "ruff>=0.6", "pillow>=10", "scipy>=1.10"],
     },
     entry_points={"console_scripts": ["biwaa-tf=biwaa_tf.main:run"]},
 )

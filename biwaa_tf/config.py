@@ -139,7 +139,7 @@ def resolve(cfg):
   _require(0 <= cfg.within_run_momentum <= 1, "within_run_momentum", "must be in [0, 1]")
   _require(cfg.grl_ramp_steps > 0, "grl_ramp_steps", "must be positive")
   _require(cfg.cpu_replicas >= 0, "cpu_replicas", "must be >= 0")
-  if cfg.backbone == "lenet":
+  if cfg.backbone.startswith("lenet"):
     _require(values["backbone_weights"] != "imagenet", "backbone_weights",
              "lenet has no ImageNet weights; use none or a weights file")
   if cfg.method == "source_only":

@@ -67,7 +67,9 @@ def define_flags():
                            "true target labels (the paper's upper bound; ablation only).")
   # Model.
   _string("backbone", "Backbone: resnet50 (torchvision's ResNet-50 v1.5, the authors' network), "
-                      "resnet50_keras (Keras' ResNet-50 v1 with Caffe weights), or lenet (digits).")
+                      "resnet50_keras (Keras' ResNet-50 v1 with Caffe weights), lenet (digits) "
+                      "or lenet_bn (lenet with batch norm on its features: the digits "
+                      "benchmark).")
   _string("backbone_weights", "imagenet (resnet50: torchvision's weights, fetched once through "
                               "huggingface_hub; resnet50_keras: Keras' download), none (random "
                               "init), or a weights file (resnet50: torchvision-format "
