@@ -73,6 +73,7 @@ def train(strategy, sync_bn=True):
 
 
 def replica_spread(var):
+  var = getattr(var, "_value", var)  # a Keras variable's tf.Variable (per replica)
   values = [np.asarray(v.numpy(), np.float64) for v in var.values] if hasattr(
       var, "values") else [np.asarray(var.numpy(), np.float64)]
   return float(max(np.abs(v - values[0]).max() for v in values)), len(values)

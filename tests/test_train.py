@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -241,12 +242,35 @@ def test_float16_step_with_overflowing_scale_is_skipped_by_both_optimizers():
     keras.mixed_precision.set_global_policy("float32")
 
 
-def test_a_collapsed_run_stops_the_training_in_one_line():
-  from biwaa_tf.errors import UserError
-  from biwaa_tf.train.iterative import check_not_collapsed
-  check_not_collapsed(0, {"predicted_histogram": [0.6, 0.3, 0.1], "eval_images": 100})
-  check_not_collapsed(0, {"predicted_histogram": [1.0, 0.0], "eval_images": 5})  # tiny
-  with pytest.raises(UserError, match=r"run 1: the target predictions collapsed to one "
-                                      r"class \(class 4: 99.5% of them\)"):
-    check_not_collapsed(1, {"predicted_histogram": [0.005, 0, 0, 0, 0.995],
-                            "eval_images": 10000})
+def test_a_collapsed_run_is_named_in_one_line():
+  from biwaa_tf.train.iterative import collapse_message
+  assert collapse_message(0, {"predicted_histogram": [0.6, 0.3, 0.1], "eval_images": 100}) \
+      is None
+  assert collapse_message(0, {"predicted_histogram": [1.0, 0.0], "eval_images": 5}) is None
+  assert collapse_message(1, {"predicted_histogram": [0.005, 0, 0, 0, 0.995],
+                              "eval_images": 10000}) == (
+      "run 1: the target predictions collapsed to one class (class 4: 99.5% of them); "
+      "lower --lr, or check the data")
+
+
+def test_a_collapsed_run_stops_before_feeding_the_next(tiny_domains, tmp_path):
+  # A backbone whose weights are all zero outputs zeros for every image (and, behind
+  # ReLUs, gets no gradient): every target image gets the same prediction.
+  from conftest import make_domain
+
+  from biwaa_tf.model import backbones
+  root, src, _ = tiny_domains
+  tgt = make_domain(root, "tgt30", [12, 10, 8], seed=3, shift=50.0)
+  dead = backbones.lenet(28, "none")
+  dead.set_weights([np.zeros_like(w) for w in dead.get_weights()])
+  weights = str(tmp_path / "dead.weights.h5")
+  dead.save_weights(weights)
+  res = run_main(tiny_flags(root, src, tgt, tmp_path / "m", "--runs=2",
+                            f"--backbone_weights={weights}"))
+  assert res.returncode == 2, res.stderr[-1500:]
+  assert re.fullmatch(
+      r"error: run 0: the target predictions collapsed to one class \(class \d: 100.0% of "
+      r"them\); lower --lr, or check the data; stopped before run 1 \(run 0 is kept\)",
+      res.stderr.strip().splitlines()[-1])
+  assert (tmp_path / "m" / "run_0" / "run_result.json").exists()
+  assert not (tmp_path / "m" / "run_1").exists()

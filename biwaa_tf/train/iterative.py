@@ -47,16 +47,17 @@ def earlier_aggregate(cfg, run_dirs):
   return aggregation.across_run_aggregate(probs, cfg.across_run_decay)
 
 
-def check_not_collapsed(run, result, limit=0.99, min_images=20):
-  """A run whose target predictions fall (almost) all in one class is a failed training:
-  ending there, in one line, beats loading the next run 'class-balanced' from one class."""
+def collapse_message(run, result, limit=0.99, min_images=20):
+  """Why run `run` failed if its target predictions fall (almost) all in one class, else
+  None. Such a run must not feed the next one: its 'class-balanced' loader would load one
+  class (the training stops there, in one line; a last run is reported with a warning)."""
   hist = np.asarray(result.get("predicted_histogram") or [])
   n = result.get("eval_images", min_images)
   if len(hist) > 1 and n >= min_images and hist.max() > limit:
-    raise UserError(
-        f"run {run}: the target predictions collapsed to one class (class "
-        f"{int(hist.argmax())}: {100 * hist.max():.1f}% of them); the run is kept in its "
-        f"directory, the training stops. Lower --lr, or check the data")
+    return (f"run {run}: the target predictions collapsed to one class (class "
+            f"{int(hist.argmax())}: {100 * hist.max():.1f}% of them); lower --lr, or check "
+            "the data")
+  return None
 
 
 def check(cfg, strategy, domains):
@@ -114,10 +115,14 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
                                  target_balance_labels(cfg, domains, agg), strategy,
                                  callbacks=callbacks)
       trained = True
-      check_not_collapsed(r, result)
       if not chief:
         run_dirs.append(run_dir)
         continue
+      collapsed = collapse_message(r, result)
+      if collapsed and r < cfg.runs - 1:
+        raise UserError(f"{collapsed}; stopped before run {r + 1} (run {r} is kept)")
+      if collapsed:
+        log.warning(collapsed)
     results.append(result)
     run_dirs.append(run_dir)
   if not chief:
