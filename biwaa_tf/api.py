@@ -93,6 +93,7 @@ def _domains(cfg, source, target, target_eval, normalization):
   lists.check_same_classes(src, ev)
   if cfg.balanced_target == "oracle" and not tgt.labelled:
     raise UserError("balanced_target='oracle' needs target labels")
+  tgt, ev = preflight.subsample_target(cfg, tgt, ev)
   return lists.Domains(src, tgt, ev, names, normalization)
 
 

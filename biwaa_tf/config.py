@@ -40,6 +40,7 @@ class TrainConfig:
   random_flip: bool = True
   ten_crop: bool = False
   balanced_target: str = "auto"
+  target_subsample: str = "none"    # none | long_tail:R | reverse_tail:R (experiments)
   backbone: str = "resnet50"
   backbone_weights: str = None      # None: by backbone
   num_classes: int = 0
@@ -139,6 +140,7 @@ def resolve(cfg):
   _require(0 <= cfg.within_run_momentum <= 1, "within_run_momentum", "must be in [0, 1]")
   _require(cfg.grl_ramp_steps > 0, "grl_ramp_steps", "must be positive")
   _require(cfg.cpu_replicas >= 0, "cpu_replicas", "must be >= 0")
+  parse_subsample(cfg.target_subsample)
   if cfg.backbone.startswith("lenet"):
     _require(values["backbone_weights"] != "imagenet", "backbone_weights",
              "lenet has no ImageNet weights; use none or a weights file")
@@ -148,6 +150,21 @@ def resolve(cfg):
     _require(not values["ms_loss"], "ms_loss",
              "needs an adversarial method (--method=dann or biwaa)")
   return TrainConfig(**values)
+
+
+def parse_subsample(spec):
+  """'none' -> None; 'long_tail:20' -> ('long_tail', 20.0); anything else refused."""
+  if spec in (None, "none"):
+    return None
+  kind, _, ratio = str(spec).partition(":")
+  try:
+    value = float(ratio)
+  except ValueError:
+    value = 0.0
+  _require(kind in ("long_tail", "reverse_tail") and value >= 1, "target_subsample",
+           f"{spec!r}: use none, long_tail:R or reverse_tail:R with R >= 1 (largest / "
+           "smallest class)")
+  return kind, value
 
 
 def default_resize_size(image_size):

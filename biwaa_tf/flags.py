@@ -61,6 +61,11 @@ def define_flags():
   _boolean("random_flip", "Random horizontal flips in training.")
   _boolean("ten_crop", "Evaluate with 10 crops (4 corners + centre, and their flips), softmax "
                        "averaged, as the paper does.")
+  _string("target_subsample", "Label-shift experiments on a labelled target: long_tail:R "
+                              "keeps a fraction R^(-k/(K-1)) of class k's images (class 0 "
+                              "all, the last 1/R; drawn with --seed), reverse_tail:R the "
+                              "mirror image; the target evaluation list too when it is the "
+                              "same list. none: the target as given.")
   _enum("balanced_target", "Target loader: auto = random in run 0 and balanced by the previous "
                            "runs' predictions after (BIWAA-I); none = always random; pseudo = "
                            "balanced by predictions when there are any; oracle = balanced by the "

@@ -159,6 +159,20 @@ def test_adapt_with_a_keras_backbone_and_a_model_dir(arrays, tmp_path):
     np.testing.assert_array_equal(b, w.numpy())
 
 
+def test_adapt_target_subsample_is_applied_and_recorded(arrays, tmp_path):
+  (xs, ys), (xt, yt) = arrays
+  result = biwaa_tf.adapt((xs, ys), (xt, yt), backbone="lenet", image_size=28,
+                          steps_per_run=2, method="source_only", verbose=False,
+                          target_subsample="reverse_tail:5", model_dir=str(tmp_path / "m"))
+  import json
+  summary = json.loads((tmp_path / "m" / "results.json").read_text())
+  counts = np.array(summary["target_class_counts"])
+  assert summary["target_subsample"] == "reverse_tail:5"
+  assert counts.sum() == len(result.target_probs) < len(xt)
+  assert counts[-1] == np.sum(yt == 9)  # the reverse tail keeps the last class whole
+  assert {"mean_entropy", "im_score", "snd_score"} <= set(result.runs[0])
+
+
 def test_adapt_refuses_bad_input_in_one_line(arrays):
   (xs, ys), (xt, _) = arrays
   with pytest.raises(UserError, match="source: 898 images but 3 labels"):

@@ -190,6 +190,25 @@ def test_pseudo_class_too_small_for_a_batch_share_is_dropped():
   assert pipeline.balanced_target_distribution(labels, 4, batch_size=100)[2].tolist() == [1]
 
 
+def test_long_tail_subsample_keeps_ratio_powers():
+  # 10 classes x 20,000 samples: class k keeps 20^(-k/9) (std of a share < 0.004).
+  labels = np.repeat(np.arange(10), 20000)
+  keep = lists.label_shift_mask(labels, 10, "long_tail", 20.0, seed=0)
+  kept = np.bincount(labels[keep], minlength=10) / 20000
+  np.testing.assert_allclose(kept, 20.0 ** (-np.arange(10) / 9), atol=0.01)
+  assert kept[0] == 1.0
+  rev = lists.label_shift_mask(labels, 10, "reverse_tail", 20.0, seed=0)
+  np.testing.assert_allclose(np.bincount(labels[rev], minlength=10) / 20000,
+                             20.0 ** (-np.arange(9, -1, -1) / 9), atol=0.01)
+
+
+@pytest.mark.parametrize("spec", ["long_tail", "long_tail:0.5", "tail:20", "long_tail:x"])
+def test_bad_target_subsample_is_refused(spec):
+  from biwaa_tf import config
+  with pytest.raises(UserError, match="--target_subsample"):
+    config.parse_subsample(spec)
+
+
 def test_rejected_candidates_are_never_decoded(tmp_path):
   # Class 1 has one sample among 40: balancing rejects most class-0 candidates.
   root = str(tmp_path)

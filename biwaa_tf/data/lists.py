@@ -91,6 +91,16 @@ def from_arrays(name, images, labels=None, num_classes=None, class_names=None):
   return ImageList(name, tuple(f"{name}[{i}]" for i in range(n)), labels, names, images)
 
 
+def label_shift_mask(labels, num_classes, kind, ratio, seed=0):
+  """Which samples a long-tailed subsample keeps: class k with probability
+  ratio^(-k/(K-1)) (long_tail: class 0 kept whole, class K-1 a 1/ratio share), or
+  ratio^(-(K-1-k)/(K-1)) (reverse_tail). One seeded uniform draw per sample."""
+  labels = np.asarray(labels)
+  rank = labels if kind == "long_tail" else (num_classes - 1 - labels)
+  keep_prob = ratio ** (-rank / max(num_classes - 1, 1))
+  return np.random.default_rng(seed).random(len(labels)) < keep_prob
+
+
 def resolve_list_path(spec):
   """The list file or directory `spec` names, trying the shipped lists last."""
   if os.path.exists(spec):

@@ -134,7 +134,11 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
   final = results[-1]
   summary = {"runs": results, "final_accuracy": final["accuracy"],
              "final_per_class_accuracy": final["per_class_accuracy"],
-             "method": cfg.method, "num_classes": domains.num_classes}
+             "method": cfg.method, "num_classes": domains.num_classes,
+             "target_subsample": cfg.target_subsample,
+             "target_class_counts": (np.bincount(domains.target.labels,
+                                                 minlength=domains.num_classes).tolist()
+                                     if domains.target.labelled else None)}
   io_utils.atomic_write_json(os.path.join(cfg.model_dir, RESULTS_FILE), summary)
   return summary
 

@@ -8,8 +8,10 @@ import logging
 import os
 import shutil
 
+import numpy as np
+
 from biwaa_tf import io_utils
-from biwaa_tf.config import resolved_flags_text
+from biwaa_tf.config import parse_subsample, resolved_flags_text
 from biwaa_tf.data import lists
 from biwaa_tf.errors import UserError
 from biwaa_tf.model.backbones import normalization as backbone_normalization
@@ -52,7 +54,23 @@ def prepare_data(cfg, check_images=True):
     target_eval = target if same else _validated(target_eval, cfg.skip_invalid_images)
   if cfg.balanced_target == "oracle" and not target.labelled:
     raise UserError(f"--balanced_target=oracle needs labels in {target.name}")
+  target, target_eval = subsample_target(cfg, target, target_eval)
   return lists.Domains(source, target, target_eval, source.class_names, normalization)
+
+
+def subsample_target(cfg, target, target_eval):
+  """--target_subsample: the label-shifted target (and evaluation list, if the same)."""
+  shift = parse_subsample(cfg.target_subsample)
+  if shift is None:
+    return target, target_eval
+  if not target.labelled:
+    raise UserError(f"--target_subsample={cfg.target_subsample} needs labels in {target.name}")
+  k = len(target.class_names)
+  shifted = target.subset(lists.label_shift_mask(target.labels, k, *shift, seed=cfg.seed))
+  log.info("target %s subsampled %s: %d of %d images, class counts %s", target.name,
+           cfg.target_subsample, shifted.size, target.size,
+           np.bincount(shifted.labels, minlength=k).tolist())
+  return shifted, shifted if target_eval is target else target_eval
 
 
 def _validated(image_list, skip_invalid):
@@ -123,7 +141,8 @@ def plan(cfg, domains=None):
       f"{cfg.resize_size} px, {cfg.image_size} px crops, "
       f"{'10-crop' if cfg.ten_crop else 'centre-crop'} evaluation",
       f"loaders   source {'class-balanced' if cfg.balanced_source else 'uniform'}, "
-      f"target {cfg.balanced_target}",
+      f"target {cfg.balanced_target}"
+      + ("" if cfg.target_subsample == "none" else f", target subsampled {cfg.target_subsample}"),
   ]
   for role, ds in (("source", d.source), ("target", d.target), ("eval", d.target_eval)):
     labels = "labelled" if ds.labelled else "unlabelled"

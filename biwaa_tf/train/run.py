@@ -215,7 +215,8 @@ def _evaluate_and_save(cfg, model, domains, run, run_dir, skipped, speed=None):
       domains.num_classes))
   writer = tf.summary.create_file_writer(os.path.join(run_dir, "tb"))
   with writer.as_default(step=run):
-    for k in ("accuracy", "per_class_accuracy", "histogram_tv_distance"):
+    for k in ("accuracy", "per_class_accuracy", "histogram_tv_distance", "mean_entropy",
+              "im_score", "snd_score"):
       if result.get(k) is not None:
         tf.summary.scalar(f"eval/{k}", result[k])
     tf.summary.histogram("eval/predicted_class", np.argmax(target_probs, axis=1),
