@@ -153,8 +153,15 @@ def _train(cfg, domains, strategy, callbacks, kept_dir):
   from biwaa_tf import export
   from biwaa_tf.train import iterative
   from biwaa_tf.train import run as run_lib
-  if cfg.deterministic:
+  if cfg.deterministic:  # as the command line's --deterministic
     tf.config.experimental.enable_op_determinism()
+    try:
+      tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+      if tf.config.threading.get_inter_op_parallelism_threads() != 1:
+        log.warning("deterministic=True: TensorFlow started before adapt() could give it "
+                    "one inter-op thread; under CPU load the bits may differ (call "
+                    "tf.config.threading.set_inter_op_parallelism_threads(1) first)")
   summary = iterative.train(cfg, strategy or tf.distribute.get_strategy(), domains,
                             callbacks=callbacks)
   last = cfg.runs - 1
