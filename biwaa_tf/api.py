@@ -23,7 +23,7 @@ from biwaa_tf.errors import UserError
 
 log = logging.getLogger(__name__)
 
-ARRAY = "<array>"  # what flags.txt records for a domain given as NumPy arrays
+ARRAY = "array:"  # flags.txt records a domain given as NumPy arrays as array:<role>
 
 
 @dataclasses.dataclass
@@ -61,40 +61,17 @@ class AdaptResult:
     return self.model.get_layer("logits_model")
 
 
-def _domain(spec, role, data_root, num_classes=None, class_names=None):
-  """A list file / folder / builtin name, or NumPy images or (images, labels)."""
+def _loader(cfg, arrays):
+  """prepare_data's `load`: the placeholder specs of NumPy domains -> in-memory lists."""
   from biwaa_tf.data import lists
-  if isinstance(spec, (str, os.PathLike)):
-    return lists.load_image_list(os.fspath(spec), data_root, num_classes)
-  if isinstance(spec, (tuple, list)) and len(spec) == 2:
-    images, labels = spec
-  else:
-    images, labels = spec, None
-  return lists.from_arrays(role, images, labels, num_classes, class_names)
 
-
-def _domains(cfg, source, target, target_eval, normalization):
-  """lists.Domains of the three datasets, checked as the command line checks files."""
-  from biwaa_tf.data import lists
-  from biwaa_tf.train import preflight
-  if all(isinstance(d, (str, os.PathLike)) for d in (source, target, target_eval)):
-    return dataclasses.replace(preflight.prepare_data(cfg), normalization=normalization)
-  src = _domain(source, "source", cfg.data_root, cfg.num_classes or None)
-  if not src.labelled:
-    raise UserError("source: needs labels: give (images, labels), a list file with labels "
-                    "or a class-folder directory")
-  if src.images is None:
-    src = preflight._validated(src, cfg.skip_invalid_images)
-  k, names = len(src.class_names), src.class_names
-  tgt = _domain(target, "target", cfg.data_root, k, names)
-  lists.check_same_classes(src, tgt)
-  ev = tgt if target_eval is target else _domain(target_eval, "target_eval", cfg.data_root,
-                                                  k, names)
-  lists.check_same_classes(src, ev)
-  if cfg.balanced_target == "oracle" and not tgt.labelled:
-    raise UserError("balanced_target='oracle' needs target labels")
-  tgt, ev = preflight.subsample_target(cfg, tgt, ev)
-  return lists.Domains(src, tgt, ev, names, normalization)
+  def load(spec, num_classes):
+    if spec not in arrays:
+      return lists.load_image_list(spec, cfg.data_root, num_classes, cfg.download)
+    data = arrays[spec]
+    images, labels = data if isinstance(data, (tuple, list)) and len(data) == 2 else (data, None)
+    return lists.from_arrays(spec[len(ARRAY):], images, labels, num_classes)
+  return load
 
 
 def adapt(source, target, target_eval=None, *, model_dir=None, callbacks=None,
@@ -119,6 +96,7 @@ def adapt(source, target, target_eval=None, *, model_dir=None, callbacks=None,
   """
   from biwaa_tf import quiet
   from biwaa_tf.model import backbones
+  from biwaa_tf.train import preflight
   if verbose:
     quiet.configure_logging()
   backbone = options.pop("backbone", config_lib.default("backbone"))
@@ -131,16 +109,23 @@ def adapt(source, target, target_eval=None, *, model_dir=None, callbacks=None,
   temporary = model_dir is None
   if temporary:
     model_dir = tempfile.mkdtemp(prefix="biwaa-adapt-")
-  target_eval = target if target_eval is None else target_eval
-  spec = lambda d: os.fspath(d) if isinstance(d, (str, os.PathLike)) else ARRAY  # noqa: E731
+  given = {"source": source, "target": target,
+           "target_eval": target if target_eval is None else target_eval}
+  specs, arrays = {}, {}
+  for role, data in given.items():
+    if isinstance(data, (str, os.PathLike)):
+      specs[role] = os.fspath(data)
+    elif role == "target_eval" and data is target:
+      specs[role] = specs["target"]
+    else:
+      specs[role] = ARRAY + role
+      arrays[specs[role]] = data
   try:
     cfg = config_lib.make_config(
-        source=spec(source), target=spec(target), target_eval=spec(target_eval),
-        model_dir=os.fspath(model_dir), backbone=backbone,
+        **specs, model_dir=os.fspath(model_dir), backbone=backbone,
         progress=options.pop("progress", verbose), overwrite=options.pop("overwrite", temporary),
         **options)
-    domains = _domains(cfg, source, target, target_eval,
-                       backbones.normalization(cfg.backbone))
+    domains = preflight.prepare_data(cfg, load=_loader(cfg, arrays))
     return _train(cfg, domains, strategy, callbacks, None if temporary else model_dir)
   finally:
     if temporary:

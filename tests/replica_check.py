@@ -42,11 +42,9 @@ def build(strategy, sync_bn=True):
                                  keras.layers.ReLU()])
     if sync_bn and strategy.num_replicas_in_sync > 1:
       backbones.synchronize_batch_norm(backbone)
-    sgd = lambda m: keras.optimizers.SGD(schedules.InvSchedule(0.005, m), momentum=0.9,  # noqa
-                                         nesterov=True)
     model = BIWAAModel(backbone, MethodConfig(num_classes=K, num_target=N, bottleneck_dim=5,
                                               **OVERRIDES),
-                       sgd(1.0), sgd(10.0), seed=0)
+                       *schedules.paper_optimizers(0.005), seed=0)
     model.build_all(4)
   return model
 

@@ -21,10 +21,7 @@ def tiny_model(**overrides):
   backbone = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(),
                                keras.layers.Dense(8, activation="relu")])
   config = MethodConfig(num_classes=3, num_target=10, bottleneck_dim=5, **overrides)
-
-  def sgd(m):
-    return keras.optimizers.SGD(schedules.InvSchedule(0.005, m), momentum=0.9, nesterov=True)
-  model = BIWAAModel(backbone, config, sgd(1.0), sgd(10.0), seed=0)
+  model = BIWAAModel(backbone, config, *schedules.paper_optimizers(0.005), seed=0)
   model.build_all(4)
   return model
 

@@ -33,7 +33,6 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   import bench_util
-  import keras
   import tensorflow as tf
 
   from biwaa_tf.data import pipeline
@@ -53,9 +52,8 @@ def main(argv):
   pipe_rate = 2 * FLAGS.batch_size * FLAGS.batches / (time.perf_counter() - start)
 
   backbone = backbones.build_backbone("resnet50", 224, "none")
-  sgd = lambda m: keras.optimizers.SGD(schedules.InvSchedule(1e-3, m), momentum=0.9,  # noqa
-                                       nesterov=True)
-  model = BIWAAModel(backbone, bench_util.method_config("biwaa", 10, data.size), sgd(1), sgd(10))
+  model = BIWAAModel(backbone, bench_util.method_config("biwaa", 10, data.size),
+                     *schedules.paper_optimizers(1e-3))
   model.build_all(224)
   b = FLAGS.step_batch
   batch = ((tf.random.normal([b, 224, 224, 3]), tf.range(b, dtype=tf.int64) % 10),

@@ -63,10 +63,8 @@ def time_config(name, size):
   for method in bench_util.METHODS:
     keras.utils.set_random_seed(0)
     backbone = backbones.build_backbone(name, size, "none")
-    sgd = lambda m: keras.optimizers.SGD(schedules.InvSchedule(1e-3, m), momentum=0.9,  # noqa
-                                         nesterov=True)
     config = bench_util.method_config(method, k, b, FLAGS.batch_norm == "per_domain")
-    model = BIWAAModel(backbone, config, sgd(1), sgd(10))
+    model = BIWAAModel(backbone, config, *schedules.paper_optimizers(1e-3))
     model.build_all(size)
     step = tf.function(model.train_step, jit_compile=FLAGS.jit_compile)
     for _ in range(2):  # warm-up: tracing, allocation

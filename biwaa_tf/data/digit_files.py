@@ -110,27 +110,11 @@ def read_idx(path, magic):
   return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
 
 
-def read_mnist(root, split):
-  prefix = "train" if split == "train" else "t10k"
-  rels = [f"mnist/{prefix}-images-idx3-ubyte.gz", f"mnist/{prefix}-labels-idx1-ubyte.gz"]
-  paths = [_path(root, r) for r in rels]
-  if not all(os.path.exists(p) for p in paths):
-    raise _missing(f"mnist_{split}", root, rels)
-  for p, r in zip(paths, rels):
-    verify(p, r)
-  images, labels = read_idx(paths[0], 2051), read_idx(paths[1], 2049)
+def parse_mnist(images_path, labels_path):
+  images, labels = read_idx(images_path, 2051), read_idx(labels_path, 2049)
   if len(images) != len(labels):
-    raise UserError(f"{paths[0]}: {len(images)} images but {len(labels)} labels")
+    raise UserError(f"{images_path}: {len(images)} images but {len(labels)} labels")
   return images, labels.astype(np.int64)
-
-
-def read_usps(root, split):
-  rel = "usps/usps.h5"
-  path = _path(root, rel)
-  if not os.path.exists(path):
-    raise _missing(f"usps_{split}" if split != "all" else "usps", root, [rel])
-  verify(path, rel)
-  return parse_usps_h5(path, ("train", "test") if split == "all" else (split,))
 
 
 def parse_usps_h5(path, parts):
@@ -144,15 +128,6 @@ def parse_usps_h5(path, parts):
   images = np.concatenate([d for d, _ in data]).reshape(-1, 16, 16)
   labels = np.concatenate([t for _, t in data]).astype(np.int64)
   return np.round(np.clip(images, 0, 1) * 255).astype(np.uint8), labels
-
-
-def read_svhn(root, split):
-  rel = f"svhn/{split}_32x32.mat"
-  path = _path(root, rel)
-  if not os.path.exists(path):
-    raise _missing(f"svhn_{split}", root, [rel])
-  verify(path, rel)
-  return parse_svhn_mat(path)
 
 
 def parse_svhn_mat(path):
@@ -171,29 +146,40 @@ def parse_svhn_mat(path):
   return images, labels
 
 
+def _mnist(prefix):
+  return [f"mnist/{prefix}-images-idx3-ubyte.gz", f"mnist/{prefix}-labels-idx1-ubyte.gz"]
+
+
+# name: (its files under the root, the parser of those files)
 DATASETS = {
-    "mnist_train": (read_mnist, "train"), "mnist_test": (read_mnist, "test"),
-    "usps_train": (read_usps, "train"), "usps_test": (read_usps, "test"),
-    "usps": (read_usps, "all"),
-    "svhn_train": (read_svhn, "train"), "svhn_test": (read_svhn, "test"),
+    "mnist_train": (_mnist("train"), parse_mnist),
+    "mnist_test": (_mnist("t10k"), parse_mnist),
+    "usps_train": (["usps/usps.h5"], lambda path: parse_usps_h5(path, ("train",))),
+    "usps_test": (["usps/usps.h5"], lambda path: parse_usps_h5(path, ("test",))),
+    "usps": (["usps/usps.h5"], lambda path: parse_usps_h5(path, ("train", "test"))),
+    "svhn_train": (["svhn/train_32x32.mat"], parse_svhn_mat),
+    "svhn_test": (["svhn/test_32x32.mat"], parse_svhn_mat),
 }
-_NEEDS = {"mnist_train": ["mnist/train-images-idx3-ubyte.gz", "mnist/train-labels-idx1-ubyte.gz"],
-          "mnist_test": ["mnist/t10k-images-idx3-ubyte.gz", "mnist/t10k-labels-idx1-ubyte.gz"],
-          "usps_train": ["usps/usps.h5"], "usps_test": ["usps/usps.h5"], "usps": ["usps/usps.h5"],
-          "svhn_train": ["svhn/train_32x32.mat"], "svhn_test": ["svhn/test_32x32.mat"]}
 
 
 def load(name, root=None):
-  """(uint8 images N x H x W [x 3], int64 labels) of dataset `name` under `root`."""
-  reader, split = DATASETS[name]
-  return reader(root or default_root(), split)
+  """(uint8 images N x H x W [x 3], int64 labels) of dataset `name` under `root`: its
+  files found (else one line naming them and their URLs), verified, parsed."""
+  root = root or default_root()
+  rels, parse = DATASETS[name]
+  paths = [_path(root, r) for r in rels]
+  if not all(os.path.exists(p) for p in paths):
+    raise _missing(name, root, rels)
+  for path, rel in zip(paths, rels):
+    verify(path, rel)
+  return parse(*paths)
 
 
 def download(name, root=None, progress=True):
   """Fetches the files dataset `name` needs into `root` (resumable: a partial file is
   continued; verified against FILES). USPS needs a Kaggle login: reported, not fetched."""
   root = root or default_root()
-  for rel in _NEEDS[name]:
+  for rel in DATASETS[name][0]:
     path = os.path.join(root, rel)
     if os.path.exists(path):
       verify(path, rel)

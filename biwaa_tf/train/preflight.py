@@ -25,14 +25,17 @@ _RESUME_FREE = ("runs", "overwrite", "download", "progress", "log_every", "check
                 "jit_compile", "sync_batch_norm")
 
 
-def prepare_data(cfg, check_images=True):
-  """Reads and validates the three datasets; writes nothing."""
+def prepare_data(cfg, check_images=True, load=None):
+  """Reads and validates the three datasets; writes nothing.
+
+  `load(spec, num_classes)` reads one dataset (default: a list file, folder or builtin
+  under --data_root; the Python API passes one that also knows in-memory arrays)."""
+  load = load or (lambda spec, k: lists.load_image_list(spec, cfg.data_root, k, cfg.download))
   normalization = backbone_normalization(cfg.backbone)  # refuses an unknown one first
   if cfg.backbone_weights not in ("imagenet", "none") and not os.path.isfile(
       cfg.backbone_weights):
     raise UserError(f"--backbone_weights={cfg.backbone_weights}: no such file")
-  source = lists.load_image_list(cfg.source, cfg.data_root, cfg.num_classes or None,
-                                 cfg.download)
+  source = load(cfg.source, cfg.num_classes or None)
   if not source.labelled:
     raise UserError(f"{source.name}: the source needs a label on every line")
   if not cfg.num_classes:
@@ -41,11 +44,11 @@ def prepare_data(cfg, check_images=True):
     raise UserError(f"--num_classes={cfg.num_classes}, but {source.name} has "
                     f"{len(source.class_names)} class folders")
   k = len(source.class_names)
-  target = lists.load_image_list(cfg.target, cfg.data_root, k, cfg.download)
+  target = load(cfg.target, k)
   lists.check_same_classes(source, target)
   target_eval = target
   if cfg.target_eval != cfg.target:
-    target_eval = lists.load_image_list(cfg.target_eval, cfg.data_root, k, cfg.download)
+    target_eval = load(cfg.target_eval, k)
     lists.check_same_classes(source, target_eval)
   if check_images:
     source = _validated(source, cfg.skip_invalid_images)

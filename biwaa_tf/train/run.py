@@ -48,11 +48,6 @@ def method_config(cfg, domains):
 _POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
-def make_optimizers(cfg):
-  """SGD/Nesterov with the inv schedule: backbone x1, new layers x head_lr_multiplier."""
-  return schedules.paper_optimizers(cfg.lr, cfg.head_lr_multiplier, cfg.momentum)
-
-
 def build_model(cfg, domains, seed):
   keras.mixed_precision.set_global_policy(_POLICIES[cfg.mixed_precision])
   keras.utils.set_random_seed(seed)
@@ -60,7 +55,8 @@ def build_model(cfg, domains, seed):
   replicas = tf.distribute.get_strategy().num_replicas_in_sync
   if cfg.sync_batch_norm and replicas > 1 and backbones.synchronize_batch_norm(backbone):
     log.info("batch normalisation statistics over all %d replicas", replicas)
-  backbone_opt, head_opt = make_optimizers(cfg)
+  backbone_opt, head_opt = schedules.paper_optimizers(cfg.lr, cfg.head_lr_multiplier,
+                                                     cfg.momentum)
   model = BIWAAModel(backbone, method_config(cfg, domains), backbone_opt, head_opt, seed=seed)
   model.build_all(cfg.image_size)
   return model
