@@ -16,6 +16,7 @@ CHOICES = {
     "resize_method": ("bicubic", "bilinear"),
     "train_crop": ("resized", "random"),
     "balanced_target": ("auto", "none", "pseudo", "oracle"),
+    "first_run": ("adapt", "source_only"),
     "batch_norm": ("per_domain", "joint"),
     "method": METHODS,
     "loss_form": ("implementation", "paper"),
@@ -40,6 +41,8 @@ class TrainConfig:
   random_flip: bool = True
   ten_crop: bool = False
   balanced_target: str = "auto"
+  prior_matching: bool = False      # label-shifted targets: source sampled by the target prior
+  first_run: str = "adapt"
   target_subsample: str = "none"    # none | long_tail:R | reverse_tail:R (experiments)
   backbone: str = "resnet50"
   backbone_weights: str = None      # None: by backbone
@@ -141,6 +144,11 @@ def resolve(cfg):
   _require(cfg.grl_ramp_steps > 0, "grl_ramp_steps", "must be positive")
   _require(cfg.cpu_replicas >= 0, "cpu_replicas", "must be >= 0")
   parse_subsample(cfg.target_subsample)
+  _require(not (cfg.prior_matching and cfg.balanced_target in ("pseudo", "oracle")),
+           "balanced_target", f"{cfg.balanced_target} loads the target class-balanced, but "
+           "--prior_matching loads it at random and matches the source to it instead")
+  _require(cfg.first_run == "adapt" or cfg.adversarial, "first_run",
+           "source_only needs an adversarial --method (dann or biwaa) for the later runs")
   if cfg.backbone.startswith("lenet"):
     _require(values["backbone_weights"] != "imagenet", "backbone_weights",
              "lenet has no ImageNet weights; use none or a weights file")
@@ -150,6 +158,15 @@ def resolve(cfg):
     _require(not values["ms_loss"], "ms_loss",
              "needs an adversarial method (--method=dann or biwaa)")
   return TrainConfig(**values)
+
+
+def run_config(cfg, run):
+  """The configuration run `run` trains with: --first_run=source_only makes run 0 a
+  source-only run (its predictions seed the later runs' loaders and bootstrap)."""
+  if run == 0 and cfg.first_run == "source_only":
+    return dataclasses.replace(cfg, method="source_only", feature_weighting=False,
+                               ms_loss=False)
+  return cfg
 
 
 def parse_subsample(spec):

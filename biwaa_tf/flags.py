@@ -70,6 +70,15 @@ def define_flags():
                            "runs' predictions after (BIWAA-I); none = always random; pseudo = "
                            "balanced by predictions when there are any; oracle = balanced by the "
                            "true target labels (the paper's upper bound; ablation only).")
+  _boolean("prior_matching", "For label-shifted targets (a class far more frequent in the "
+                             "target than in the source): from run 1 on, sample the source "
+                             "with the target's class prior, estimated by EM (Saerens et al. "
+                             "2002) from the previous run's predictions, and load the target "
+                             "at random, instead of loading the target class-balanced by "
+                             "pseudo-labels (the paper). See the README's label-shift table.")
+  _enum("first_run", "adapt = run 0 adapts (the paper); source_only = run 0 trains on the "
+                     "source alone and only seeds the later runs (their loaders and "
+                     "bootstrap); use with --runs >= 2.")
   # Model.
   _string("backbone", "Backbone: resnet50 (torchvision's ResNet-50 v1.5, the authors' network), "
                       "resnet50_keras (Keras' ResNet-50 v1 with Caffe weights), lenet (digits) "

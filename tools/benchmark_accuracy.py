@@ -25,6 +25,8 @@ flags.DEFINE_integer("steps_per_run", 450, "Training steps per run (600 took 17 
 flags.DEFINE_string("task", os.path.join(os.path.dirname(HERE), "configs", "demo.flags"),
                     "Task flagfile.")
 FLAGS = flags.FLAGS
+flags.DEFINE_list("extra_variants", [], "More variants after the standard ones (e.g. "
+                  "biwaa_i_pm,biwaa_i_so: the label-shift options).")
 VARIANTS = ["source_only", "dann", "dann_bg", "biwaa_i", "oracle"]
 
 
@@ -46,7 +48,8 @@ def main(argv):
   del argv
   output = FLAGS.output if FLAGS.output != "runs/suite" else "runs/accuracy"
   runs = FLAGS.iterative_runs or 3
-  failed = run_suite.run_suite([FLAGS.task], FLAGS.seeds, VARIANTS, output, runs,
+  failed = run_suite.run_suite([FLAGS.task], FLAGS.seeds, VARIANTS + FLAGS.extra_variants,
+                               output, runs,
                                [f"--steps_per_run={FLAGS.steps_per_run}"],
                                log=lambda m: print(m, flush=True))
   if failed:

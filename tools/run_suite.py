@@ -43,7 +43,7 @@ def cells(tasks, seeds, variants, output):
 def cell_command(task, variant, seed, model_dir, runs, extra):
   args = [sys.executable, "-m", "biwaa_tf.main", f"--flagfile={task}", *variant_flags(variant),
           f"--seed={seed}", f"--model_dir={model_dir}", "--noprogress", *extra]
-  if variant == "biwaa_i" and runs:
+  if variant.startswith("biwaa_i") and runs:
     args.append(f"--runs={runs}")
   return args
 

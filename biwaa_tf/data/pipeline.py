@@ -49,13 +49,15 @@ def acceptance_probabilities(target, initial):
   return ratio / ratio.max()
 
 
-def index_stream(labels, seed, balance_labels=None, num_classes=None, batch_size=None):
+def index_stream(labels, seed, balance_labels=None, num_classes=None, batch_size=None,
+                 class_distribution=None):
   """Infinite shuffled dataset of (index, label); class-balanced if asked.
 
   `balance_labels` (N ints) are the labels to balance by (true labels for the
   source, pseudo- or oracle labels for the target); None loads uniformly. With
   `batch_size`, classes too small for their share of a batch are dropped
-  (`balanced_target_distribution`).
+  (`balanced_target_distribution`). `class_distribution` (K, with balance_labels)
+  loads the classes in these proportions instead of uniformly (--prior_matching).
 
   Balancing is rejection resampling of (index, label) pairs before any file is
   read, as ``Dataset.rejection_resample`` does with a known initial
@@ -71,6 +73,9 @@ def index_stream(labels, seed, balance_labels=None, num_classes=None, batch_size
   if balance_labels is None:
     return ds
   target, initial, dropped = balanced_target_distribution(by, num_classes, batch_size)
+  if class_distribution is not None:
+    target = np.where(initial > 0, np.asarray(class_distribution, np.float64), 0.0)
+    target, dropped = target / target.sum(), np.flatnonzero(target <= 0)
   if len(dropped):
     log.warning("class-balanced loading: %d class(es) have %s and are dropped: %s",
                 len(dropped), "no sample" if batch_size is None else
@@ -95,7 +100,7 @@ def image_loader(image_list):
 
 
 def train_dataset(image_list, opts, batch_size, seed, balance_labels=None, num_classes=None,
-                  drop_small_classes=False):
+                  drop_small_classes=False, class_distribution=None):
   """Batches of (images, labels, indices, positions), infinite.
 
   `positions` number the elements of the (balanced) index stream: augmentation
@@ -115,7 +120,7 @@ def train_dataset(image_list, opts, batch_size, seed, balance_labels=None, num_c
     return view, tf.gather(labels, index), index, position
 
   ds = index_stream(image_list.labels, seed, balance_labels, num_classes,
-                    batch_size if drop_small_classes else None).enumerate()
+                    batch_size if drop_small_classes else None, class_distribution).enumerate()
   ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
   ds = ds.ignore_errors(log_warning=True)
   return ds.batch(batch_size, drop_remainder=True)
@@ -130,16 +135,18 @@ def skipped_images(last_positions, steps, batch_size):
 
 
 def training_pairs(source, target, opts, batch_size, seed, target_balance=None,
-                   num_classes=None, balance_source=True):
+                   num_classes=None, balance_source=True, source_distribution=None):
   """Elements (((x_s, y_s), (x_t, index_t, y_t)), (positions_s, positions_t)).
 
-  The source is class-balanced by its labels (uniform when not `balance_source`),
-  the target by `target_balance` (uniform when None; a class predicted for fewer than
-  batch_size / K samples is dropped, as in the implementation). y_t is -1 when
-  unknown; the positions feed `skipped_images`.
+  The source is class-balanced by its labels (uniform when not `balance_source`; in
+  the proportions `source_distribution` when given), the target by `target_balance`
+  (uniform when None; a class predicted for fewer than batch_size / K samples is
+  dropped, as in the implementation). y_t is -1 when unknown; the positions feed
+  `skipped_images`.
   """
-  src = train_dataset(source, opts, batch_size, seed,
-                      source.labels if balance_source else None, num_classes)
+  by_class = balance_source or source_distribution is not None
+  src = train_dataset(source, opts, batch_size, seed, source.labels if by_class else None,
+                      num_classes, class_distribution=source_distribution)
   tgt = train_dataset(target, opts, batch_size, seed + 1, target_balance, num_classes,
                       drop_small_classes=True)
 
@@ -151,14 +158,14 @@ def training_pairs(source, target, opts, batch_size, seed, target_balance=None,
 
 
 def fit_dataset(source, target, opts, batch_size, seed=0, target_balance=None, num_classes=None,
-                balance_source=True):
+                balance_source=True, source_distribution=None):
   """The paired training batches for BIWAAModel.fit(): ((x_s, y_s), (x_t, index_t, y_t)).
 
   The same batches the command line trains on (`training_pairs`), without the
   stream positions; infinite: give fit() `steps_per_epoch`.
   """
   return training_pairs(source, target, opts, batch_size, seed, target_balance, num_classes,
-                        balance_source).map(lambda batch, positions: batch)
+                        balance_source, source_distribution).map(lambda batch, positions: batch)
 
 
 def eval_dataset(image_list, opts, batch_size):

@@ -15,9 +15,9 @@ import shutil
 import numpy as np
 
 from biwaa_tf import io_utils
-from biwaa_tf.config import config_from_flags_text
+from biwaa_tf.config import config_from_flags_text, run_config
 from biwaa_tf.errors import UserError
-from biwaa_tf.model import aggregation
+from biwaa_tf.model import aggregation, label_shift
 from biwaa_tf.train import distribute
 from biwaa_tf.train import run as run_lib
 from biwaa_tf.train.preflight import FLAGS_FILE, prepare_data, prepare_model_dir
@@ -32,9 +32,22 @@ def target_balance_labels(cfg, domains, aggregate):
   """The labels the next run's target loader balances by (None: random loading)."""
   if cfg.balanced_target == "oracle":
     return domains.target.labels
-  if cfg.balanced_target == "none" or aggregate is None:
+  if cfg.balanced_target == "none" or aggregate is None or cfg.prior_matching:
     return None
   return np.argmax(aggregate, axis=1).astype(np.int64)
+
+
+def source_distribution(cfg, domains, run_dirs):
+  """--prior_matching: the class proportions the next run loads the source in (the
+  target prior estimated from the newest run's predictions under the proportions that
+  run trained with); None otherwise or before the first run."""
+  if not cfg.prior_matching or not run_dirs:
+    return None
+  probs = np.load(os.path.join(run_dirs[-1], run_lib.TARGET_PROBS))
+  trained = io_utils.read_json(os.path.join(run_dirs[-1], run_lib.RESULT_FILE))
+  prior = label_shift.em_prior(probs, trained.get("source_class_distribution")
+                               or run_lib.training_class_distribution(cfg, domains))
+  return label_shift.sampling_distribution(prior)
 
 
 def earlier_aggregate(cfg, run_dirs):
@@ -111,9 +124,10 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
       log.info("run %d: complete, accuracy %s (skipped)", r, result.get("accuracy"))
     else:
       agg = earlier_aggregate(cfg, run_dirs)
-      result = run_lib.train_run(cfg, domains, r, run_dir, agg,
+      result = run_lib.train_run(run_config(cfg, r), domains, r, run_dir, agg,
                                  target_balance_labels(cfg, domains, agg), strategy,
-                                 callbacks=callbacks)
+                                 callbacks=callbacks,
+                                 source_distribution=source_distribution(cfg, domains, run_dirs))
       trained = True
       if not chief:
         run_dirs.append(run_dir)

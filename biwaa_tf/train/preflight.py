@@ -147,6 +147,11 @@ def plan(cfg, domains=None):
       f"target {cfg.balanced_target}"
       + ("" if cfg.target_subsample == "none" else f", target subsampled {cfg.target_subsample}"),
   ]
+  if cfg.prior_matching:
+    lines.append("          from run 1: source in the estimated target class proportions "
+                 "(prior matching), target at random")
+  if cfg.first_run == "source_only":
+    lines.append("          run 0: source only (seeds the later runs)")
   for role, ds in (("source", d.source), ("target", d.target), ("eval", d.target_eval)):
     labels = "labelled" if ds.labelled else "unlabelled"
     lines.append(f"{role:<9} {ds.name}: {ds.size} images, {labels}")

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from biwaa_tf import io_utils
+from biwaa_tf.config import run_config
 from biwaa_tf.data import pipeline
 from biwaa_tf.errors import UserError
 from biwaa_tf.model import aggregation, backbones, schedules
@@ -79,8 +80,11 @@ def predict_probs(model, image_list, opts, batch_size):
 
 
 def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=None,
-              strategy=None, callbacks=None):
+              strategy=None, callbacks=None, source_distribution=None):
   """Trains run `run` into `run_dir` (resuming from its checkpoint) and evaluates.
+
+  `source_distribution`: the class proportions the source is loaded in (None: as
+  --balanced_source says); recorded in the result as `source_class_distribution`.
 
   `callbacks`: Keras callbacks; each step calls on_train_batch_end(i, logs) with the
   0-based step i of the run after its logs, checkpoint and TensorBoard scalars are
@@ -105,8 +109,12 @@ def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=No
     hist = np.bincount(balance_labels, minlength=domains.num_classes)
     log.info("run %d: target loaded class-balanced by labels with histogram %s",
                  run, hist.tolist())
+  if source_distribution is not None:
+    log.info("run %d: source loaded in the estimated target class proportions %s", run,
+             np.round(source_distribution, 3).tolist())
   data = pipeline.training_pairs(domains.source, domains.target, opts, cfg.batch_size, seed,
-                                 balance_labels, domains.num_classes, cfg.balanced_source)
+                                 balance_labels, domains.num_classes, cfg.balanced_source,
+                                 source_distribution)
   iterator = iter(data)
   ckpt = tf.train.Checkpoint(model=model, backbone_optimizer=model.backbone_optimizer,
                              head_optimizer=model.head_optimizer, data=iterator)
@@ -123,7 +131,19 @@ def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=No
   if not chief:
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return None
-  return _evaluate_and_save(cfg, model, domains, run, run_dir, skipped, speed)
+  if source_distribution is None:
+    source_distribution = training_class_distribution(cfg, domains)
+  return _evaluate_and_save(cfg, model, domains, run, run_dir, skipped, speed,
+                            {"source_class_distribution": np.asarray(source_distribution)
+                             .round(6).tolist()})
+
+
+def training_class_distribution(cfg, domains):
+  """The class proportions of the source as --balanced_source loads it."""
+  if cfg.balanced_source:
+    return np.full(domains.num_classes, 1.0 / domains.num_classes)
+  counts = np.bincount(domains.source.labels, minlength=domains.num_classes)
+  return counts / counts.sum()
 
 
 def _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief, callbacks=None):
@@ -194,7 +214,7 @@ def _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief, c
   return skipped, speed
 
 
-def _evaluate_and_save(cfg, model, domains, run, run_dir, skipped, speed=None):
+def _evaluate_and_save(cfg, model, domains, run, run_dir, skipped, speed=None, extra=None):
   eval_opts = image_options(cfg, domains.normalization, ten_crop=cfg.ten_crop)
   target_probs = predict_probs(model, domains.target, eval_opts, cfg.eval_batch_size)
   io_utils.atomic_save_npy(os.path.join(run_dir, TARGET_PROBS), target_probs)
@@ -205,7 +225,8 @@ def _evaluate_and_save(cfg, model, domains, run, run_dir, skipped, speed=None):
     io_utils.atomic_save_npy(os.path.join(run_dir, EVAL_PROBS), eval_probs)
   result = {"run": run, "steps": int(model.step.numpy()), "eval_images": int(len(eval_probs)),
             "skipped_images": {"source": skipped[0], "target": skipped[1]},
-            **(speed or {"train_images_per_second": None, "median_step_seconds": None})}
+            **(speed or {"train_images_per_second": None, "median_step_seconds": None}),
+            **(extra or {})}
   result.update(metrics.prediction_report(
       eval_probs, domains.target_eval.labels if domains.target_eval.labelled else None,
       domains.num_classes))
@@ -226,7 +247,7 @@ def _evaluate_and_save(cfg, model, domains, run, run_dir, skipped, speed=None):
 
 def restore_model(cfg, domains, run, run_dir):
   """Run `run`'s model with the weights of its last checkpoint (no optimizer state)."""
-  model = build_model(cfg, domains, cfg.seed + 100 * run)
+  model = build_model(run_config(cfg, run), domains, cfg.seed + 100 * run)
   latest = tf.train.latest_checkpoint(os.path.join(run_dir, "ckpt"))
   tf.train.Checkpoint(model=model).restore(latest).expect_partial()
   return model

@@ -1,0 +1,108 @@
+"""Label shift (--prior_matching, --first_run): the EM prior estimate, the source
+loader's class proportions, the options' checks, and a run through the CLI."""
+
+import glob
+import json
+
+import numpy as np
+import pytest
+from conftest import run_main, tiny_flags
+
+from biwaa_tf.config import TrainConfig, make_config, run_config
+from biwaa_tf.data import pipeline
+from biwaa_tf.errors import UserError
+from biwaa_tf.model import label_shift
+
+MEANS = np.array([-2.0, 0.0, 2.0])
+
+
+def gaussian_posteriors(prior_true, prior_train, n, seed=0):
+  """Labels drawn from prior_true, x ~ N(mean_y, 1), and the exact Bayes posteriors of a
+  classifier trained under prior_train (an independent model of label shift)."""
+  rng = np.random.default_rng(seed)
+  y = rng.choice(len(MEANS), size=n, p=prior_true)
+  x = rng.normal(MEANS[y], 1.0)
+  lik = np.exp(-0.5 * (x[:, None] - MEANS[None, :]) ** 2)
+  post = lik * np.asarray(prior_train)
+  return post / post.sum(axis=1, keepdims=True), y
+
+
+@pytest.mark.parametrize("prior_train", [[1 / 3, 1 / 3, 1 / 3], [0.2, 0.3, 0.5]])
+def test_em_recovers_the_target_prior(prior_train):
+  truth = np.array([0.7, 0.22, 0.08])
+  post, y = gaussian_posteriors(truth, prior_train, 40000)
+  estimate = label_shift.em_prior(post, prior_train)
+  empirical = np.bincount(y, minlength=3) / len(y)
+  np.testing.assert_allclose(estimate, empirical, atol=0.015)
+  # The predicted histogram (what balancing by pseudo-labels sees) is far off: the
+  # check can fail.
+  histogram = np.bincount(post.argmax(1), minlength=3) / len(y)
+  assert np.abs(histogram - empirical).max() > 0.04
+
+
+def test_em_without_shift_stays_at_the_training_prior():
+  prior = [0.2, 0.3, 0.5]
+  post, y = gaussian_posteriors(prior, prior, 40000, seed=1)
+  np.testing.assert_allclose(label_shift.em_prior(post, prior), prior, atol=0.015)
+
+
+def test_sampling_distribution_floors_rare_classes():
+  got = label_shift.sampling_distribution([0.9, 0.1, 0.0, 0.0])
+  floor = label_shift.FLOOR_FRACTION / 4
+  expected = np.array([0.9, 0.1, floor, floor]) / (1 + 2 * floor)
+  np.testing.assert_allclose(got, expected)
+  np.testing.assert_allclose(label_shift.sampling_distribution([1, 1, 2]), [0.25, 0.25, 0.5])
+
+
+def test_source_loaded_in_given_class_proportions():
+  labels = np.repeat(np.arange(4), [500, 100, 300, 100])
+  wanted = np.array([0.1, 0.6, 0.25, 0.05])
+  stream = pipeline.index_stream(labels, seed=3, balance_labels=labels, num_classes=4,
+                                 class_distribution=wanted)
+  drawn = np.array([int(label) for _, label in stream.take(20000).as_numpy_iterator()])
+  np.testing.assert_allclose(np.bincount(drawn, minlength=4) / len(drawn), wanted, atol=0.01)
+
+
+def test_options_checks_and_run_config():
+  base = dict(source="s", target="t", model_dir="m")
+  with pytest.raises(UserError, match="--balanced_target: pseudo loads the target"):
+    make_config(**base, prior_matching=True, balanced_target="pseudo")
+  with pytest.raises(UserError, match="--first_run: source_only needs an adversarial"):
+    make_config(**base, method="source_only", first_run="source_only")
+  with pytest.raises(UserError, match="--first_run: 'x' is not one of"):
+    make_config(**base, first_run="x")
+  cfg = make_config(**base, first_run="source_only", runs=3)
+  first, later = run_config(cfg, 0), run_config(cfg, 1)
+  assert (first.method, first.adversarial, first.feature_weighting, first.ms_loss) == (
+      "source_only", False, False, False)
+  assert later is cfg and later.ms_loss and later.feature_weighting
+  assert run_config(make_config(**base), 0).method == "biwaa"
+  assert TrainConfig().prior_matching is False and TrainConfig().first_run == "adapt"
+
+
+def test_prior_matching_through_the_cli(tiny_domains, tmp_path):
+  root, src, tgt = tiny_domains
+  out = tmp_path / "m"
+  res = run_main(tiny_flags(root, src, tgt, out, "--runs=2", "--prior_matching",
+                            "--first_run=source_only"))
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert "balanced by labels" not in res.stderr  # the target is loaded at random
+  assert "source loaded in the estimated target class proportions" in res.stderr
+  runs = json.loads((out / "results.json").read_text())["runs"]
+  np.testing.assert_allclose(runs[0]["source_class_distribution"], [1 / 3] * 3, atol=1e-6)
+  # Run 1's source proportions are run 0's EM estimate (floored), recomputed here.
+  probs = np.load(out / "run_0" / "target_probs.npy")
+  expected = label_shift.sampling_distribution(label_shift.em_prior(probs, [1 / 3] * 3))
+  np.testing.assert_allclose(runs[1]["source_class_distribution"], expected, atol=1e-6)
+  # Run 0 trained without the adversarial branch: its TensorBoard logs have no loss_adv.
+  assert "train/loss_adv" not in tensorboard_tags(out / "run_0" / "tb")
+  assert "train/loss_adv" in tensorboard_tags(out / "run_1" / "tb")
+
+
+def tensorboard_tags(directory):
+  import tensorflow as tf
+  tags = set()
+  for path in glob.glob(str(directory / "*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      tags.update(v.tag for v in event.summary.value)
+  return tags
