@@ -44,3 +44,14 @@ def test_prediction_report_carries_the_scores_without_labels():
   report = metrics.prediction_report(probs, None, 3)
   assert report["accuracy"] is None
   assert set(report) >= {"mean_entropy", "im_score", "snd_score", "predicted_histogram"}
+
+
+def test_spearman_matches_scipy_with_ties():
+  from scipy.stats import spearmanr
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 5, 40).astype(float)  # many ties
+  y = x + rng.normal(0, 2, 40)
+  assert metrics.spearman(x, y) == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
+  np.testing.assert_array_equal(metrics.ranks([3.0, 1.0, 3.0, 2.0]), [3.5, 1.0, 3.5, 2.0])
+  assert metrics.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+  assert np.isnan(metrics.spearman([1, 1, 1], [1, 2, 3]))

@@ -51,7 +51,7 @@ def test_summarize_table_and_plots(tmp_path):
   assert [ln.split(" |")[0] for ln in lines[4:]] == [
       "| BIWAA lambda=0", "| BIWAA lambda=6", "| BIWAA lambda=20"]
   assert "| BIWAA-I |  | 80.0 |  |" in lines
-  assert set(written) == {"table.md", "table.csv", "runs.png", "weighting.png"}
+  assert set(written) == {"table.md", "table.csv", "scores.md", "runs.png", "weighting.png"}
   for png in ("runs.png", "weighting.png"):
     assert (tmp_path / "out" / png).read_bytes()[:4] == b"\x89PNG"
   assert (tmp_path / "out" / "table.csv").read_text().splitlines()[0] == \
@@ -82,3 +82,38 @@ def test_run_suite_runs_cells_once(tiny_domains, tmp_path):
   header, rows = summarize.table(summarize.collect(out))
   assert header == ["Method", "tiny", "Avg"] and rows[0][0] == "Source only"
   assert np.isfinite(float(rows[0][1].split(" ± ")[0]))
+
+
+def write_scored(root, task, variant, seed, runs):
+  """runs: [(accuracy, mean_entropy, predicted_histogram)]."""
+  d = os.path.join(root, task, variant, f"seed{seed}")
+  os.makedirs(d)
+  out = [{"run": i, "accuracy": a, "per_class_accuracy": a, "mean_entropy": e,
+          "im_score": 1.0 - e, "snd_score": a, "predicted_histogram": h}
+         for i, (a, e, h) in enumerate(runs)]
+  with open(os.path.join(d, "results.json"), "w") as f:
+    json.dump({"runs": out, "final_accuracy": runs[-1][0]}, f)
+
+
+def test_score_table_ranks_and_picks(tmp_path):
+  root = str(tmp_path)
+  for seed, base in ((0, 0.5), (1, 0.625)):  # exact binary fractions: no float ties broken
+    write_scored(root, "t", "source_only", seed, [(base, 0.9, [0.5, 0.5])])
+    write_scored(root, "t", "dann", seed, [(base + 0.125, 0.5, [0.4, 0.6])])
+    write_scored(root, "t", "biwaa_i", seed, [(base + 0.25, 0.7, [0.3, 0.7]),
+                                            (base + 0.375, 0.2, [0.5, 0.5])])
+    write_scored(root, "t", "oracle", seed, [(0.99, 0.01, [0.5, 0.5])])  # not a candidate
+  header, rows = summarize.score_table(summarize.collect(root))
+  assert header == ["Score", "t rho", "t picked (%)"]
+  table = {r[0]: r[1:] for r in rows}
+  acc = [0.5, 0.625, 0.75, 0.875, 0.625, 0.75, 0.875, 1.0]
+  neg_entropy = [-0.9, -0.5, -0.7, -0.2] * 2
+  from scipy.stats import spearmanr
+  rho = spearmanr(neg_entropy, acc).statistic
+  assert f"{rho:+.2f}" == "+0.72"
+  # Entropy picks biwaa_i's run 1 in both seeds: (87.5 + 100) / 2.
+  assert table["−mean entropy"] == ["+0.72 (n=8)", "93.8"]
+  assert table["SND (soft neighbourhood density)"] == ["+1.00 (n=8)", "93.8"]
+  # Histogram change from source-only: TVs 0, 0.1, 0.2, 0 per seed; it picks biwaa_i run 0.
+  assert table["change of the predicted histogram from source-only (TV)"][1] == "81.2"
+  assert table["(source-only)"] == ["", "56.2"] and table["(best, by target labels)"][1] == "93.8"

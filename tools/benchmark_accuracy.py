@@ -60,6 +60,9 @@ def main(argv):
   print(f"\nTarget accuracy (%), mean ± std over seeds {','.join(FLAGS.seeds)}, "
         f"{FLAGS.steps_per_run} steps a run, BIWAA-I = {runs} runs:\n")
   print(md)
+  print("Label-free scores against the true accuracy (tools/summarize.py):\n")
+  with open(os.path.join(output, "summary", "scores.md"), encoding="utf-8") as f:
+    print(f.read())
   print(f"wrote {', '.join(os.path.join(output, 'summary', w) for w in written)}")
   print("rerun: python tools/benchmark_accuracy.py " + " ".join(sys.argv[1:]))
   return 0

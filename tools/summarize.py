@@ -5,6 +5,10 @@
 Reads <suite>/<task>/<variant>/seed<s>/results.json and writes:
   table.md, table.csv   variants x tasks (+ Avg), mean +- std over seeds (%),
                         per-class accuracy for DomainNet tasks (dn_*), else accuracy
+  scores.md             how well each label-free score (no target labels) ranks the
+                        trained models (every run of every cell but the oracle's)
+                        against their true accuracy: Spearman's rho, and the mean
+                        accuracy of the model each score picks per seed
   runs.png              accuracy over iterative runs (the paper's Fig. 5), for
                         multi-run variants
   weighting.png         accuracy against the weighting factor (Fig. 4), from wf<lambda>
@@ -20,6 +24,7 @@ import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from biwaa_tf.train import metrics  # noqa: E402
 from biwaa_tf.variants import LABELS, WEIGHTING_PREFIX, label  # noqa: E402
 
 flags.DEFINE_string("suite", "runs/suite", "Suite root directory.")
@@ -39,7 +44,9 @@ def collect(suite):
     variant_dir = os.path.dirname(seed_dir)
     task = os.path.basename(os.path.dirname(variant_dir))
     with open(path) as f:
-      found.setdefault((task, os.path.basename(variant_dir)), []).append(json.load(f))
+      res = json.load(f)
+    res["cell_seed"] = os.path.basename(seed_dir)
+    found.setdefault((task, os.path.basename(variant_dir)), []).append(res)
   return found
 
 
@@ -75,6 +82,68 @@ def table(found):
       cells.append("")
     rows.append([label(v), *cells])
   return header, rows
+
+
+# Label-free scores, oriented so that higher is meant to predict a more accurate model.
+SCORES = [
+    ("−mean entropy", lambda run, ref: -run["mean_entropy"]),
+    ("IM (information maximisation)", lambda run, ref: run["im_score"]),
+    ("SND (soft neighbourhood density)", lambda run, ref: run["snd_score"]),
+    # How far the model moved the predicted class histogram from source-only's: whether
+    # moving is good depends on the shift (the tables show both signs).
+    ("change of the predicted histogram from source-only (TV)",
+     lambda run, ref: metrics.total_variation(run["predicted_histogram"],
+                                              ref["predicted_histogram"])),
+]
+
+
+def candidate_models(found, task):
+  """[(seed, variant, run index, run result, source-only run of that seed)]: every run of
+  every cell of `task` a user could pick without target labels (not the oracle loader,
+  not cells derived from others), where the seed has a source-only cell."""
+  reference = {r["cell_seed"]: r["runs"][-1] for r in found.get((task, "source_only"), [])}
+  models = []
+  for (t, variant), cells in sorted(found.items()):
+    if t != task or variant == "oracle":
+      continue
+    for res in cells:
+      if "derived_from" in res or res["cell_seed"] not in reference:
+        continue
+      for i, run in enumerate(res["runs"]):
+        models.append((res["cell_seed"], variant, i, run, reference[res["cell_seed"]]))
+  return models
+
+
+def score_table(found):
+  """(header, rows): per label-free score and task, Spearman's rho against the accuracy
+  over all candidate models, and the mean over seeds of the accuracy (%) of the model it
+  picks; with source-only and the best model (picked by the labels) for reference."""
+  tasks = sorted({t for t, _ in found})
+  header = ["Score"] + [f"{t} {c}" for t in tasks for c in ("rho", "picked (%)")]
+  rows = [[name] for name, _ in SCORES] + [["(source-only)"], ["(best, by target labels)"]]
+  for task in tasks:
+    key = metric_key(task)
+    models = [m for m in candidate_models(found, task) if m[3].get(key) is not None]
+    seeds = sorted({m[0] for m in models})
+    for row, (_, score) in zip(rows, SCORES):
+      usable = [m for m in models if _score(score, m) is not None]
+      rho = metrics.spearman([_score(score, m) for m in usable], [m[3][key] for m in usable])
+      picks = [max((m for m in usable if m[0] == s), key=lambda m: _score(score, m))
+               for s in seeds if any(m[0] == s for m in usable)]
+      row += [f"{rho:+.2f} (n={len(usable)})" if np.isfinite(rho) else "n/a",
+              f"{100 * np.mean([m[3][key] for m in picks]):.1f}" if picks else "n/a"]
+    source = [m[4][key] for m in models if m[1] == "source_only"]
+    best = [max(m[3][key] for m in models if m[0] == s) for s in seeds]
+    rows[-2] += ["", f"{100 * np.mean(source):.1f}" if source else "n/a"]
+    rows[-1] += ["", f"{100 * np.mean(best):.1f}" if best else "n/a"]
+  return header, rows
+
+
+def _score(score, model):
+  try:
+    return float(score(model[3], model[4]))
+  except (KeyError, TypeError):  # a result written before the scores existed
+    return None
 
 
 def markdown(header, rows):
@@ -147,7 +216,7 @@ def plot_weighting(found, path):
 
 
 def summarize(suite, out):
-  """Writes the tables and plots; returns the Markdown table."""
+  """Writes the tables and plots; returns the Markdown table (and the written names)."""
   from biwaa_tf.io_utils import atomic_write_text
   found = collect(suite)
   if not found:
@@ -158,6 +227,9 @@ def summarize(suite, out):
   atomic_write_text(os.path.join(out, "table.md"), md)
   atomic_write_text(os.path.join(out, "table.csv"), csv_text(header, rows))
   written = ["table.md", "table.csv"]
+  scores_md = markdown(*score_table(found))
+  atomic_write_text(os.path.join(out, "scores.md"), scores_md)
+  written.append("scores.md")
   if plot_runs(found, os.path.join(out, "runs.png")):
     written.append("runs.png")
   if plot_weighting(found, os.path.join(out, "weighting.png")):
@@ -174,6 +246,9 @@ def main(argv):
     print(f"error: {e}", file=sys.stderr)
     return 2
   print(md)
+  print("Label-free scores against the true accuracy:\n")
+  with open(os.path.join(out, "scores.md"), encoding="utf-8") as f:
+    print(f.read())
   print(f"wrote {', '.join(os.path.join(out, w) for w in written)}")
   return 0
 

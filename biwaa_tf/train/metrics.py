@@ -55,6 +55,29 @@ def soft_neighborhood_density(probs, temperature=0.05, max_samples=2000, seed=0)
   return mean_entropy(soft)
 
 
+def ranks(values):
+  """1-based ranks, ties given their average rank."""
+  values = np.asarray(values, np.float64)
+  order = np.argsort(values, kind="mergesort")
+  r = np.empty(len(values))
+  r[order] = np.arange(1, len(values) + 1)
+  for v in np.unique(values):
+    tied = values == v
+    r[tied] = r[tied].mean()
+  return r
+
+
+def spearman(x, y):
+  """Spearman's rank correlation (Pearson's r of the average ranks); nan if either is
+  constant or fewer than 3 pairs."""
+  if len(x) < 3:
+    return float("nan")
+  rx, ry = ranks(x), ranks(y)
+  if rx.std() == 0 or ry.std() == 0:
+    return float("nan")
+  return float(np.corrcoef(rx, ry)[0, 1])
+
+
 def label_free_scores(probs):
   """The scores above, for results.json and TensorBoard (no labels used)."""
   return {"mean_entropy": mean_entropy(probs), "im_score": information_maximization(probs),
