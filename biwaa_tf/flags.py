@@ -70,12 +70,12 @@ def define_flags():
                            "runs' predictions after (BIWAA-I); none = always random; pseudo = "
                            "balanced by predictions when there are any; oracle = balanced by the "
                            "true target labels (the paper's upper bound; ablation only).")
-  _boolean("prior_matching", "For label-shifted targets (a class far more frequent in the "
-                             "target than in the source): from run 1 on, sample the source "
-                             "with the target's class prior, estimated by EM (Saerens et al. "
-                             "2002) from the previous run's predictions, and load the target "
+  _boolean("prior_matching", "For label-shifted targets (some classes far more frequent in "
+                             "the target than others): from run 1 on, load the source in the "
+                             "class proportions of run 0's target predictions and the target "
                              "at random, instead of loading the target class-balanced by "
-                             "pseudo-labels (the paper). See the README's label-shift table.")
+                             "pseudo-labels (the paper). Recommended with "
+                             "--first_run=source_only; see the README's label-shift table.")
   _enum("first_run", "adapt = run 0 adapts (the paper); source_only = run 0 trains on the "
                      "source alone and only seeds the later runs (their loaders and "
                      "bootstrap); use with --runs >= 2.")

@@ -1,6 +1,12 @@
 """Label shift: the target's class prior from unlabelled predictions, and the source
 sampling distribution that matches it (--prior_matching).
 
+--prior_matching loads the source in the proportions of the source-only run's
+predicted class histogram (`sampling_distribution` of its counts). `em_prior` is the
+textbook alternative, measured against it by tools/prior_estimates.py (on the digits
+LT tasks EM was further from the true prior: these networks are overconfident, and
+EM's reweighting amplifies their errors):
+
 A classifier trained on a source loaded with class distribution pi_s gives target
 posteriors p(y | x) that carry pi_s as their prior. Under label shift (p(x | y) shared,
 p(y) different) the target prior pi_t is the fixed point of Saerens, Latinne and

@@ -38,16 +38,20 @@ def target_balance_labels(cfg, domains, aggregate):
 
 
 def source_distribution(cfg, domains, run_dirs):
-  """--prior_matching: the class proportions the next run loads the source in (the
-  target prior estimated from the newest run's predictions under the proportions that
-  run trained with); None otherwise or before the first run."""
+  """--prior_matching: the class proportions the later runs load the source in: run 0's
+  predicted class histogram (floored, label_shift.sampling_distribution), the same for
+  every later run. None otherwise, or before the first run.
+
+  Run 0 only: the histograms of adapted runs follow their own alignment (which is what
+  goes wrong under label shift), and re-estimating from each run feeds a run's errors
+  into the next one's source (measured: digits M->U-LT seed 0, 88.3% after run 1, 84.1%
+  after run 2 re-estimated). Of the estimates from the source-only run, the argmax
+  histogram was the closest to the true prior (README, label shift)."""
   if not cfg.prior_matching or not run_dirs:
     return None
-  probs = np.load(os.path.join(run_dirs[-1], run_lib.TARGET_PROBS))
-  trained = io_utils.read_json(os.path.join(run_dirs[-1], run_lib.RESULT_FILE))
-  prior = label_shift.em_prior(probs, trained.get("source_class_distribution")
-                               or run_lib.training_class_distribution(cfg, domains))
-  return label_shift.sampling_distribution(prior)
+  probs = np.load(os.path.join(run_dirs[0], run_lib.TARGET_PROBS))
+  counts = np.bincount(np.argmax(probs, axis=1), minlength=domains.num_classes)
+  return label_shift.sampling_distribution(counts)
 
 
 def earlier_aggregate(cfg, run_dirs):

@@ -148,8 +148,8 @@ def plan(cfg, domains=None):
       + ("" if cfg.target_subsample == "none" else f", target subsampled {cfg.target_subsample}"),
   ]
   if cfg.prior_matching:
-    lines.append("          from run 1: source in the estimated target class proportions "
-                 "(prior matching), target at random")
+    lines.append("          from run 1: source in run 0's predicted target class "
+                 "proportions (prior matching), target at random")
   if cfg.first_run == "source_only":
     lines.append("          run 0: source only (seeds the later runs)")
   for role, ds in (("source", d.source), ("target", d.target), ("eval", d.target_eval)):

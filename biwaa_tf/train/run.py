@@ -110,7 +110,7 @@ def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=No
     log.info("run %d: target loaded class-balanced by labels with histogram %s",
                  run, hist.tolist())
   if source_distribution is not None:
-    log.info("run %d: source loaded in the estimated target class proportions %s", run,
+    log.info("run %d: source loaded in the predicted target class proportions %s", run,
              np.round(source_distribution, 3).tolist())
   data = pipeline.training_pairs(domains.source, domains.target, opts, cfg.batch_size, seed,
                                  balance_labels, domains.num_classes, cfg.balanced_source,
