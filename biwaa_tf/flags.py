@@ -67,7 +67,8 @@ def define_flags():
                               "mirror image; the target evaluation list too when it is the "
                               "same list. none: the target as given.")
   _enum("balanced_target", "Target loader: auto = random in run 0 and balanced by the previous "
-                           "runs' predictions after (BIWAA-I); none = always random; pseudo = "
+                           "runs' predictions after (BIWAA-I; always random with "
+                           "--prior_matching); none = always random; pseudo = "
                            "balanced by predictions when there are any; oracle = balanced by the "
                            "true target labels (the paper's upper bound; ablation only).")
   _boolean("prior_matching", "For label-shifted targets (some classes far more frequent in "
