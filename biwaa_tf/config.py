@@ -56,6 +56,7 @@ class TrainConfig:
   loss_form: str = "implementation"
   grl_ramp_steps: float = 20000.0
   centroid_decay: float = 0.7
+  ms_warmup_steps: int = 0
   within_run_aggregation: bool = True
   within_run_momentum: float = 0.9
   across_run_aggregation: bool = True
@@ -140,6 +141,7 @@ def resolve(cfg):
   _require(cfg.bootstrap_steps >= 0, "bootstrap_steps", "must be >= 0")
   _require(0 <= cfg.across_run_decay <= 1, "across_run_decay", "must be in [0, 1]")
   _require(0 <= cfg.centroid_decay <= 1, "centroid_decay", "must be in [0, 1]")
+  _require(cfg.ms_warmup_steps >= 0, "ms_warmup_steps", "must be >= 0")
   _require(0 <= cfg.within_run_momentum <= 1, "within_run_momentum", "must be in [0, 1]")
   _require(cfg.grl_ramp_steps > 0, "grl_ramp_steps", "must be positive")
   _require(cfg.cpu_replicas >= 0, "cpu_replicas", "must be >= 0")

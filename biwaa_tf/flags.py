@@ -109,6 +109,10 @@ def define_flags():
                      "the reversal layer; paper: L = CE + s(i) L_d + s(i) L_MS.")
   _float("grl_ramp_steps", "Length of the reversal coefficient ramp 2/(1+exp(-10 i/len)) - 1.")
   _float("centroid_decay", "Moving centroid memory: C <- d C + (1-d) mean.")
+  _integer("ms_warmup_steps", "The centroid loss starts at this step of each run (the memories "
+                              "move from step 0); 0 = from the first step, as the authors. For "
+                              "networks trained from scratch, whose first pseudo-labels are a "
+                              "random network's (the digits configs).")
   _boolean("within_run_aggregation", "Aggregate each target sample's probabilities over its visits "
                                      "within a run.")
   _float("within_run_momentum", "Within-run aggregate: p_a <- m p + (1-m) p_a.")

@@ -69,6 +69,12 @@ def test_bootstrap_weight_ramps_and_disables():
   assert float(schedules.bootstrap_weight(3, 0)) == 1.0
 
 
+def test_warmup_gate_opens_at_the_warmup_step():
+  gate = [float(schedules.warmup_gate(i, 3)) for i in range(6)]
+  assert gate == [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+  assert [float(schedules.warmup_gate(i, 0)) for i in range(2)] == [1.0, 1.0]
+
+
 def test_inv_lr_and_group_multiplier():
   for i in [0, 10, 5000]:
     expected = 1e-3 * (1 + 0.001 * i) ** -0.75

@@ -66,6 +66,28 @@ def test_train_step_updates_state_like_numpy():
   np.testing.assert_allclose(model.agg_table.numpy()[:6].sum(axis=1), 1.0, rtol=1e-5)
 
 
+def test_centroid_loss_warmup_trains_without_it_but_moves_the_memories():
+  # --ms_warmup_steps=3: steps 0-2 train exactly as without the centroid loss, while the
+  # memories follow the batches; from step 3 the loss (and its gradient) is back.
+  warm, plain = tiny_model(ms_warmup_steps=3), tiny_model(ms_loss=False)
+  full = tiny_model()
+  batch = tiny_batch()
+  for i in range(3):
+    logs = warm.train_step(batch)
+    plain.train_step(batch)
+    assert float(logs["loss_ms"]) == 0.0 and float(logs["ms_intra"]) > 0.0
+  for a, b in zip(warm.trainable_variables, plain.trainable_variables):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+  assert np.abs(warm.source_centroids.numpy()).sum() > 0
+  logs = warm.train_step(batch)
+  assert float(logs["loss_ms"]) != 0.0
+  full_logs = full.train_step(batch)
+  assert float(full_logs["loss_ms"]) != 0.0  # without warm-up the loss is on from step 0
+  moved = [np.abs(a.numpy() - b.numpy()).max()
+           for a, b in zip(warm.trainable_variables, full.trainable_variables)]
+  assert max(moved) > 1e-4  # the warm-up changed the trajectory
+
+
 def test_source_only_step_leaves_discriminator_untouched():
   model = tiny_model(adversarial=False, feature_weighting=False, ms_loss=False)
   before = [v.numpy().copy() for v in model.discriminator.trainable_variables]

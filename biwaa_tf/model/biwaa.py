@@ -22,6 +22,7 @@ class MethodConfig:
   grl_ramp_steps: float = schedules.GRL_RAMP_STEPS
   per_domain_batch_norm: bool = True  # two forward passes (False: one joint pass)
   centroid_decay: float = 0.7
+  ms_warmup_steps: int = 0          # centroid loss off (memories still updated) before this step
   within_run_aggregation: bool = True
   within_run_momentum: float = 0.9
   bootstrap_steps: int = 500
@@ -183,7 +184,7 @@ class BIWAAModel(keras.Model):
       if c.adversarial:
         y_t = self.target_pseudo_labels(idx_t, logits_t, step)            # lines 9-12
         if c.ms_loss:                                                     # lines 13-16
-          loss_ms, terms, centroids = self.semantic_loss(f_s, y_s, f_t, y_t, coeff)
+          loss_ms, terms, centroids = self.semantic_loss(f_s, y_s, f_t, y_t, coeff, step)
           total += loss_ms
           logs.update(loss_ms=loss_ms, **{f"ms_{k}": v for k, v in terms.items()})
         loss_adv, disc_acc = self.adversarial_loss(f_s, y_s, f_t, y_t, reversal, coeff,
@@ -248,8 +249,11 @@ class BIWAAModel(keras.Model):
       p = aggregation.bootstrap_mix(p, tf.gather(self.prev_aggregate, idx_t), u)
     return tf.argmax(p, axis=1, output_type=tf.int64)
 
-  def semantic_loss(self, f_s, y_s, f_t, y_t, coeff):
-    """Moving-centroid loss on the unweighted features; also the new memories."""
+  def semantic_loss(self, f_s, y_s, f_t, y_t, coeff, step):
+    """Moving-centroid loss on the unweighted features; also the new memories.
+
+    Before step ``ms_warmup_steps`` of a run the loss is 0 (the memories still move).
+    """
     c = self.config
     f_s, y_s, f_t, y_t = _gather_global(tf.cast(f_s, tf.float32), y_s,
                                         tf.cast(f_t, tf.float32), y_t)
@@ -258,7 +262,10 @@ class BIWAAModel(keras.Model):
     new_t = losses.update_centroids(self.target_centroids, f_t, y_t, c.num_classes,
                                     c.centroid_decay)
     terms = losses.centroid_loss_terms(new_s, new_t)
-    return losses.combine_centroid_loss(terms, coeff, c.paper_loss), terms, (new_s, new_t)
+    loss = losses.combine_centroid_loss(terms, coeff, c.paper_loss)
+    if c.ms_warmup_steps > 0:
+      loss = schedules.warmup_gate(step, c.ms_warmup_steps) * loss
+    return loss, terms, (new_s, new_t)
 
   def adversarial_loss(self, f_s, y_s, f_t, y_t, reversal, coeff, step):
     """L_d = BCE(G_d(GRL(f * w)), d), w the backprop-induced weights (eq. 6-8).

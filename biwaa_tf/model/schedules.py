@@ -39,6 +39,11 @@ def bootstrap_weight(step, bootstrap_steps):
   return tf.clip_by_value(ramp(step, bootstrap_steps), 0.0, 1.0)
 
 
+def warmup_gate(step, warmup_steps):
+  """1 from step ``warmup_steps`` of a run on, 0 before it (0: always 1)."""
+  return tf.cast(tf.cast(step, tf.float32) >= float(warmup_steps), tf.float32)
+
+
 def inv_lr(step, base, gamma=0.001, power=0.75):
   """base * (1 + gamma * step) ** (-power)."""
   step = tf.cast(step, tf.float32)

@@ -40,7 +40,8 @@ def method_config(cfg, domains):
       ms_loss=cfg.ms_loss, weighting_factor=cfg.weighting_factor,
       paper_loss=cfg.loss_form == "paper", grl_ramp_steps=cfg.grl_ramp_steps,
       per_domain_batch_norm=cfg.batch_norm == "per_domain",
-      centroid_decay=cfg.centroid_decay, within_run_aggregation=cfg.within_run_aggregation,
+      centroid_decay=cfg.centroid_decay, ms_warmup_steps=cfg.ms_warmup_steps,
+      within_run_aggregation=cfg.within_run_aggregation,
       within_run_momentum=cfg.within_run_momentum, bootstrap_steps=cfg.bootstrap_steps,
       weight_decay=cfg.weight_decay, bottleneck_dim=cfg.bottleneck_dim,
       loss_scaling=cfg.mixed_precision == "float16")
