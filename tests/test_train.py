@@ -72,7 +72,7 @@ def test_centroid_loss_warmup_trains_without_it_but_moves_the_memories():
   warm, plain = tiny_model(ms_warmup_steps=3), tiny_model(ms_loss=False)
   full = tiny_model()
   batch = tiny_batch()
-  for i in range(3):
+  for _ in range(3):
     logs = warm.train_step(batch)
     plain.train_step(batch)
     assert float(logs["loss_ms"]) == 0.0 and float(logs["ms_intra"]) > 0.0
