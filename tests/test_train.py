@@ -150,6 +150,7 @@ def test_iterative_three_runs(tiny_domains, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--method=nope"], "error: flag --method=nope"),
     (["--batch_size=0"], "error: --batch_size: must be positive, got 0"),
+    (["--ms_warmup_steps=-1"], "error: --ms_warmup_steps: must be >= 0"),
     (["--flagfile=/no/such.flags"], "error:"),
     (["--backbone=vgg"], "error: --backbone=vgg: unknown"),
     (["--source=/no/such/list.txt"], "error: /no/such/list.txt: no such list file"),
