@@ -1,7 +1,7 @@
 """Accuracy of every variant on the demo's shifted digits, 3 seeds, as a Markdown table.
 
     python tools/benchmark_accuracy.py [--output=runs/accuracy] [--seeds=0,1,2]
-        [--iterative_runs=3] [--steps_per_run=450]
+        [--iterative_runs=3] [--steps_per_run=450] [-- TRAINING FLAGS...]
 
 Variants: source-only, DANN, DANN+BG, BIWAA (one run), BIWAA-I (--runs runs) and
 the oracle class-balanced loader (true target labels, loading only). BIWAA is run 0
@@ -45,12 +45,12 @@ def derive_biwaa_cells(output, task):
 
 
 def main(argv):
-  del argv
+  extra = argv[1:]  # training flags after "--", e.g. -- --ms_warmup_steps=0
   output = FLAGS.output if FLAGS.output != "runs/suite" else "runs/accuracy"
   runs = FLAGS.iterative_runs or 3
   failed = run_suite.run_suite([FLAGS.task], FLAGS.seeds, VARIANTS + FLAGS.extra_variants,
                                output, runs,
-                               [f"--steps_per_run={FLAGS.steps_per_run}"],
+                               [f"--steps_per_run={FLAGS.steps_per_run}", *extra],
                                log=lambda m: print(m, flush=True))
   if failed:
     print(f"error: {failed} cell(s) failed", file=sys.stderr)
