@@ -53,6 +53,7 @@ class TrainConfig:
   feature_weighting: bool = None    # None: by method
   ms_loss: bool = None              # None: by method
   weighting_factor: float = 10.0
+  weighting_offset: float = 0.0
   loss_form: str = "implementation"
   grl_ramp_steps: float = 20000.0
   centroid_decay: float = 0.7
@@ -138,6 +139,7 @@ def resolve(cfg):
            f"{cfg.image_size} is larger than --resize_size={values['resize_size']}")
   _require(cfg.lr > 0, "lr", f"must be positive, got {cfg.lr}")
   _require(cfg.weighting_factor >= 0, "weighting_factor", "must be >= 0")
+  _require(cfg.weighting_offset >= 0, "weighting_offset", "must be >= 0")
   _require(cfg.bootstrap_steps >= 0, "bootstrap_steps", "must be >= 0")
   _require(0 <= cfg.across_run_decay <= 1, "across_run_decay", "must be in [0, 1]")
   _require(0 <= cfg.centroid_decay <= 1, "centroid_decay", "must be in [0, 1]")

@@ -105,6 +105,10 @@ def define_flags():
                                 "for dann). --method=dann --feature_weighting gives DANN+BG.")
   _boolean("ms_loss", "Moving-semantic centroid loss (default: on for biwaa, off for dann).")
   _float("weighting_factor", "lambda: scale of the L2-normalised feature weights.")
+  _float("weighting_offset", "a: the discriminator sees f * (a + w) = a f + f * w, the "
+                             "unweighted features beside the weighted ones (DANN's marginal "
+                             "alignment added to the class-conditional one); 0 = the paper's "
+                             "f * w. The digits configs use 1 (see the README's digits section).")
   _enum("loss_form", "implementation: L = CE + L_d + coeff (intra + st + tt) + ss with the ramp in "
                      "the reversal layer; paper: L = CE + s(i) L_d + s(i) L_MS.")
   _float("grl_ramp_steps", "Length of the reversal coefficient ramp 2/(1+exp(-10 i/len)) - 1.")

@@ -38,7 +38,7 @@ def image_views(image_list, indices, opts):
   return shown, tf.stack([preprocess.normalize(c, opts.mode) for c in crops])
 
 
-def discriminator_maps(model, images, weighting_factor=10.0):
+def discriminator_maps(model, images, weighting_factor=10.0, weighting_offset=0.0):
   """(dann_maps, biwaa_maps): N x H x W in [0, 1] at the feature-map resolution."""
   trunk = conv_trunk(model.backbone)
   head = _head_after(model.backbone, trunk)
@@ -50,7 +50,8 @@ def discriminator_maps(model, images, weighting_factor=10.0):
       f = model.bottleneck(head(a))
       if weighted:
         pred = tf.argmax(model.classifier(f), axis=1)
-        f = f * losses.feature_weights(f, pred, model.classifier, weighting_factor)
+        f = f * losses.feature_weights(f, pred, model.classifier, weighting_factor,
+                                       weighting_offset)
       score = tf.reduce_sum(model.discriminator(f, training=False))
     grad = tape.gradient(score, a)
     alpha = tf.reduce_mean(grad, axis=[1, 2], keepdims=True)

@@ -84,7 +84,8 @@ def test_inv_lr_and_group_multiplier():
 
 # ----- backprop-induced feature weights -----
 
-def test_feature_weights_closed_form_for_linear_classifier():
+@pytest.mark.parametrize("offset", [0.0, 1.0])
+def test_feature_weights_closed_form_for_linear_classifier(offset):
   b, d, k, factor = 5, 6, 4, 10.0
   f = RNG.normal(size=(b, d)).astype(np.float32)
   w_mat = RNG.normal(size=(d, k)).astype(np.float32)
@@ -93,12 +94,13 @@ def test_feature_weights_closed_form_for_linear_classifier():
 
   def classifier(x, training=True):
     return tf.matmul(x, w_mat) + bias
-  got = losses.feature_weights(tf.constant(f), tf.constant(y), classifier, factor).numpy()
+  got = losses.feature_weights(tf.constant(f), tf.constant(y), classifier, factor,
+                               offset).numpy()
   # dCE/df for mean CE over B: (softmax - onehot) W^T / B, then per-row L2 norm.
   g = (softmax(f @ w_mat + bias) - np.eye(k)[y]) @ w_mat.T / b
-  expected = factor * g / np.linalg.norm(g, axis=1, keepdims=True)
+  expected = offset + factor * g / np.linalg.norm(g, axis=1, keepdims=True)
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(np.linalg.norm(got, axis=1), factor, rtol=1e-5)
+  np.testing.assert_allclose(np.linalg.norm(got - offset, axis=1), factor, rtol=1e-5)
 
 
 def test_feature_weights_carry_no_gradient():

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from conftest import REPO, run_main, tiny_flags
 
-from biwaa_tf.model import schedules
+from biwaa_tf.model import losses, schedules
 from biwaa_tf.model.biwaa import BIWAAModel, MethodConfig
 
 
@@ -113,6 +113,24 @@ def test_discriminator_gradient_is_reversed_for_features():
                              rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.parametrize("offset", [0.0, 1.0])
+def test_discriminator_input_is_offset_plus_weights_times_features(offset):
+  # --weighting_offset=a: L_d is the BCE of G_d(a f + f * w), w the paper's weights.
+  model = tiny_model(ms_loss=False, weighting_offset=offset)
+  (x_s, y_s), (x_t, _, _) = tiny_batch()
+  f_s, f_t = model.features(x_s), model.features(x_t)
+  y_t = tf.constant([2, 1, 0, 0, 1, 2], tf.int64)
+  step = tf.constant(0, tf.int64)
+  loss, _ = model.adversarial_loss(f_s, y_s, f_t, y_t, 1.0, 1.0, step)
+  f = tf.concat([f_s, f_t], 0)
+  w = losses.feature_weights(f, tf.concat([y_s, y_t], 0), model.classifier, 10.0)
+  logits = model.discriminator(offset * f + f * w, step=step, rows=tf.range(12),
+                               global_rows=12, training=True)[:, 0]
+  d = tf.concat([tf.ones([6]), tf.zeros([6])], 0)
+  expected = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(d, logits))
+  np.testing.assert_allclose(float(loss), float(expected), rtol=1e-6)
+
+
 # ----- command line -----
 
 def test_end_to_end_writes_results(tiny_domains, tmp_path):
@@ -151,6 +169,7 @@ def test_iterative_three_runs(tiny_domains, tmp_path):
     (["--method=nope"], "error: flag --method=nope"),
     (["--batch_size=0"], "error: --batch_size: must be positive, got 0"),
     (["--ms_warmup_steps=-1"], "error: --ms_warmup_steps: must be >= 0"),
+    (["--weighting_offset=-1"], "error: --weighting_offset: must be >= 0"),
     (["--flagfile=/no/such.flags"], "error:"),
     (["--backbone=vgg"], "error: --backbone=vgg: unknown"),
     (["--source=/no/such/list.txt"], "error: /no/such/list.txt: no such list file"),

@@ -41,7 +41,8 @@ def main(argv):
   target = domains.target
   picks = np.linspace(0, target.size - 1, min(count, target.size)).astype(int)
   raw, inputs = image_views(target, picks, run_lib.image_options(cfg, domains.normalization))
-  dann, biwaa = discriminator_maps(model, inputs, cfg.weighting_factor)
+  dann, biwaa = discriminator_maps(model, inputs, cfg.weighting_factor,
+                                   cfg.weighting_offset)
   output = output or os.path.join(model_dir, "heatmap.png")
   plot(raw, dann, biwaa, output)
   print(f"wrote {output}")

@@ -18,6 +18,7 @@ class MethodConfig:
   feature_weighting: bool = True    # backprop-induced weighting of f
   ms_loss: bool = True              # moving-semantic (centroid) loss
   weighting_factor: float = 10.0    # lambda
+  weighting_offset: float = 0.0     # a: the discriminator sees f * (a + w)
   paper_loss: bool = False          # eq. form: sigma(i) on L_d and on all of L_MS
   grl_ramp_steps: float = schedules.GRL_RAMP_STEPS
   per_domain_batch_norm: bool = True  # two forward passes (False: one joint pass)
@@ -279,7 +280,7 @@ class BIWAAModel(keras.Model):
       # One joint pass: the per-sample L2 normalisation cancels the batch-mean
       # factor, so this equals the two per-domain passes of the reference.
       w = losses.feature_weights(tf.cast(f, tf.float32), tf.concat([y_s, y_t], 0),
-                                 self.classifier, c.weighting_factor)
+                                 self.classifier, c.weighting_factor, c.weighting_offset)
       f = f * tf.cast(w, f.dtype)
     reversal = 1.0 if c.paper_loss else reversal
     rows, global_rows = _global_rows(tf.shape(f_s)[0])

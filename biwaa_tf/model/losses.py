@@ -14,8 +14,11 @@ def cross_entropy(logits, labels):
       tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
 
 
-def feature_weights(features, labels, classifier, factor):
-  """Backprop-induced weights w = factor * g / ||g||_2, g = dCE(G_c(f), y)/df.
+def feature_weights(features, labels, classifier, factor, offset=0.0):
+  """Backprop-induced weights w = offset + factor * g / ||g||_2, g = dCE(G_c(f), y)/df.
+
+  offset 0 is the paper's weighting. With offset a > 0 the discriminator's input
+  f * w = a f + f * (factor g / ||g||) also carries the unweighted features.
 
   The gradient is taken through the classifier head only: it equals the
   gradient the authors obtain with full backward passes through the backbone
@@ -27,7 +30,7 @@ def feature_weights(features, labels, classifier, factor):
     tape.watch(f)
     loss = cross_entropy(classifier(f, training=True), labels)
   grad = tape.gradient(loss, f)
-  return tf.stop_gradient(factor * tf.math.l2_normalize(grad, axis=1, epsilon=1e-24))
+  return tf.stop_gradient(offset + factor * tf.math.l2_normalize(grad, axis=1, epsilon=1e-24))
 
 
 def domain_adversarial_loss(domain_logits, domain_labels):

@@ -136,7 +136,9 @@ def plan(cfg, domains=None):
   d = domains or prepare_data(cfg, check_images=False)
   on = {True: "on", False: "off"}
   lines = [
-      f"method    {cfg.method} (feature weighting {on[cfg.feature_weighting]}, "
+      f"method    {cfg.method} (feature weighting {on[cfg.feature_weighting]}"
+      + (f" + offset {cfg.weighting_offset:g}" if cfg.feature_weighting and cfg.weighting_offset
+         else "") + ", "
       f"MS loss {on[cfg.ms_loss]}, loss form {cfg.loss_form})",
       f"runs      {cfg.runs} x {cfg.steps_per_run} steps, batch {cfg.batch_size} source + "
       f"{cfg.batch_size} target, lr {cfg.lr:g}",

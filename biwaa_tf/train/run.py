@@ -38,6 +38,7 @@ def method_config(cfg, domains):
       num_classes=domains.num_classes, num_target=domains.target.size,
       adversarial=cfg.adversarial, feature_weighting=cfg.feature_weighting,
       ms_loss=cfg.ms_loss, weighting_factor=cfg.weighting_factor,
+      weighting_offset=cfg.weighting_offset,
       paper_loss=cfg.loss_form == "paper", grl_ramp_steps=cfg.grl_ramp_steps,
       per_domain_batch_norm=cfg.batch_norm == "per_domain",
       centroid_decay=cfg.centroid_decay, ms_warmup_steps=cfg.ms_warmup_steps,
@@ -268,7 +269,7 @@ def _log_heatmaps(cfg, model, domains, count=4):
   picks = np.linspace(0, domains.target.size - 1, min(count, domains.target.size)).astype(int)
   raw, x = image_views(domains.target, picks, image_options(cfg, domains.normalization))
   try:
-    dann, biwaa = discriminator_maps(model, x, cfg.weighting_factor)
+    dann, biwaa = discriminator_maps(model, x, cfg.weighting_factor, cfg.weighting_offset)
   except ValueError:  # a backbone without a convolutional feature map
     return
   size = cfg.image_size
