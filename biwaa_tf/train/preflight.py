@@ -135,10 +135,11 @@ def plan(cfg, domains=None):
   """The plan of a training as text (`domains` as prepare_data returns them)."""
   d = domains or prepare_data(cfg, check_images=False)
   on = {True: "on", False: "off"}
+  weighting = on[cfg.feature_weighting]
+  if cfg.feature_weighting and cfg.weighting_offset:
+    weighting += f" + offset {cfg.weighting_offset:g}"
   lines = [
-      f"method    {cfg.method} (feature weighting {on[cfg.feature_weighting]}"
-      + (f" + offset {cfg.weighting_offset:g}" if cfg.feature_weighting and cfg.weighting_offset
-         else "") + ", "
+      f"method    {cfg.method} (feature weighting {weighting}, "
       f"MS loss {on[cfg.ms_loss]}, loss form {cfg.loss_form})",
       f"runs      {cfg.runs} x {cfg.steps_per_run} steps, batch {cfg.batch_size} source + "
       f"{cfg.batch_size} target, lr {cfg.lr:g}",
