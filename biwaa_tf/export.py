@@ -15,6 +15,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from biwaa_tf import io_utils
 from biwaa_tf.data import preprocess
 
 
@@ -81,7 +82,9 @@ def export_saved_model(model, export_dir, class_names, opts):
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(dir=parent, prefix=".export-")
   try:
-    archive.write_out(tmp, verbose=False)
+    with io_utils.storage_errors(export_dir, "the exported model",
+                                 hint="re-run the same command to export it again"):
+      archive.write_out(tmp, verbose=False)
     if os.path.exists(export_dir):
       shutil.rmtree(export_dir)
     os.replace(tmp, export_dir)

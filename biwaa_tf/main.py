@@ -1,7 +1,8 @@
 """Entry point: python -m biwaa_tf.main --flagfile=configs/oh_c2p.flags [--flag=value ...]
 
 Parses the flags, then hands over to the iterative training. Bad flags or data
-end with a one-line ``error:`` message and exit status 2.
+end with a one-line ``error:`` message and exit status 2; a full disk (or any write the
+disk refuses) with one such line and exit status 1.
 """
 
 import os
@@ -81,7 +82,7 @@ def run(argv=None):
       return 0
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
-    return 2
+    return e.exit_status  # 2; 1 for a disk that would not take a write
   except KeyboardInterrupt:
     print("interrupted: re-run the same command to resume from the last checkpoint",
           file=sys.stderr)

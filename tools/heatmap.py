@@ -7,6 +7,7 @@ Grad-CAM map of the discriminator on the plain features (DANN) and on the
 backprop-weighted features (BIWAA), over the last convolutional feature map.
 """
 
+import contextlib
 import os
 import sys
 
@@ -27,24 +28,32 @@ def main(argv):
   del argv
   from biwaa_tf.errors import UserError
   from biwaa_tf.heatmap import discriminator_maps, image_views
-  from biwaa_tf.train import iterative
+  from biwaa_tf.io_utils import storage_errors
+  from biwaa_tf.train import iterative, lock
   from biwaa_tf.train import run as run_lib
   if not FLAGS.model_dir:
     print("error: --model_dir is required", file=sys.stderr)
     return 2
   model_dir, count, output = FLAGS.model_dir, FLAGS.count, FLAGS.output
+  output = output or os.path.join(model_dir, "heatmap.png")
+  inside = os.path.commonpath([os.path.abspath(output),
+                               os.path.abspath(model_dir)]) == os.path.abspath(model_dir)
   try:
-    cfg, domains, model = iterative.restore_trained(model_dir)
+    # Writing into a model_dir takes its lock: refused while a training runs there.
+    with (lock.ModelDirLock(model_dir, f"writing {os.path.basename(output)} there")
+          if inside and os.path.isdir(model_dir) else contextlib.nullcontext()):
+      cfg, domains, model = iterative.restore_trained(model_dir)
+      target = domains.target
+      picks = np.linspace(0, target.size - 1, min(count, target.size)).astype(int)
+      raw, inputs = image_views(target, picks,
+                                run_lib.image_options(cfg, domains.normalization))
+      dann, biwaa = discriminator_maps(model, inputs, cfg.weighting_factor,
+                                       cfg.weighting_offset)
+      with storage_errors(output, "the heatmap"):
+        plot(raw, dann, biwaa, output)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
-    return 2
-  target = domains.target
-  picks = np.linspace(0, target.size - 1, min(count, target.size)).astype(int)
-  raw, inputs = image_views(target, picks, run_lib.image_options(cfg, domains.normalization))
-  dann, biwaa = discriminator_maps(model, inputs, cfg.weighting_factor,
-                                   cfg.weighting_offset)
-  output = output or os.path.join(model_dir, "heatmap.png")
-  plot(raw, dann, biwaa, output)
+    return e.exit_status
   print(f"wrote {output}")
   return 0
 

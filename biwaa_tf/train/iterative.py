@@ -18,7 +18,7 @@ from biwaa_tf import io_utils
 from biwaa_tf.config import config_from_flags_text, run_config
 from biwaa_tf.errors import UserError
 from biwaa_tf.model import aggregation, label_shift
-from biwaa_tf.train import distribute
+from biwaa_tf.train import distribute, lock
 from biwaa_tf.train import run as run_lib
 from biwaa_tf.train.preflight import FLAGS_FILE, prepare_data, prepare_model_dir
 
@@ -93,25 +93,29 @@ def train(cfg, strategy=None, domains=None, callbacks=None):
 
   `domains`: the datasets as preflight.prepare_data returned them (read if None).
   A training that fails with a UserError before its first checkpoint leaves no
-  model_dir behind (a corrected command then starts afresh).
+  model_dir behind (a corrected command then starts afresh). The chief holds
+  model_dir's lock (train/lock.py) from before its first write to the end: a second
+  training there is refused in one line.
   """
   import tensorflow as tf
   strategy = strategy or tf.distribute.get_strategy()
   domains = domains or prepare_data(cfg)
   check(cfg, strategy, domains)  # before anything is written
   chief = distribute.is_chief(strategy)
-  fresh = chief and not os.path.exists(os.path.join(cfg.model_dir, FLAGS_FILE))
-  existed = os.path.isdir(cfg.model_dir)
-  if chief:
-    prepare_model_dir(cfg, domains)
-  try:
+  if not chief:  # the chief holds the lock and writes; workers write nothing there
     return _train_runs(cfg, strategy, domains, chief, callbacks)
-  except UserError:
-    if fresh and not tf.train.latest_checkpoint(os.path.join(cfg.model_dir, "run_0", "ckpt")):
-      shutil.rmtree(cfg.model_dir, ignore_errors=True)
-      if existed:
-        os.makedirs(cfg.model_dir, exist_ok=True)
-    raise
+  existed = os.path.isdir(cfg.model_dir)
+  with lock.ModelDirLock(cfg.model_dir):  # one training per model_dir, till it ends
+    fresh = not os.path.exists(os.path.join(cfg.model_dir, FLAGS_FILE))
+    prepare_model_dir(cfg, domains)
+    try:
+      return _train_runs(cfg, strategy, domains, chief, callbacks)
+    except UserError:
+      if fresh and not tf.train.latest_checkpoint(os.path.join(cfg.model_dir, "run_0", "ckpt")):
+        shutil.rmtree(cfg.model_dir, ignore_errors=True)
+        if existed:
+          os.makedirs(cfg.model_dir, exist_ok=True)
+      raise
 
 
 def _train_runs(cfg, strategy, domains, chief, callbacks=None):

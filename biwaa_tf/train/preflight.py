@@ -4,6 +4,7 @@ Nothing here imports TensorFlow, so bad flags, lists or images, and a model_dir
 that holds another training, are refused within a second or two.
 """
 
+import glob
 import logging
 import os
 import shutil
@@ -15,6 +16,7 @@ from biwaa_tf.config import parse_subsample, resolved_flags_text
 from biwaa_tf.data import lists
 from biwaa_tf.errors import UserError
 from biwaa_tf.model.backbones import normalization as backbone_normalization
+from biwaa_tf.train import lock
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +104,18 @@ def _changed_flags(old_text, new_text):
 
 
 def check_model_dir(cfg):
-  """Refuses a model_dir that holds another training (unless --overwrite); reads only.
+  """Refuses a model_dir that a running training holds, or that holds another training
+  (unless --overwrite); reads only.
 
   Returns True when model_dir holds this same training (a resume).
   """
+  lock.check_free(cfg.model_dir, "starting a second training there" if not cfg.overwrite
+                  else "overwriting it")
+  return _check_flags(cfg)
+
+
+def _check_flags(cfg):
+  """check_model_dir without the lock (for its holder)."""
   path = os.path.join(cfg.model_dir, FLAGS_FILE)
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
@@ -114,18 +124,47 @@ def check_model_dir(cfg):
       raise UserError(f"{cfg.model_dir} holds a training with different flags "
                       f"({', '.join(changed[:4])}); use another --model_dir or --overwrite")
     return not changed
-  if os.path.isdir(cfg.model_dir) and os.listdir(cfg.model_dir) and not cfg.overwrite:
+  if _contents(cfg.model_dir) and not cfg.overwrite:
     raise UserError(f"--model_dir={cfg.model_dir}: exists, is not empty and holds no "
                     f"{FLAGS_FILE}; use another --model_dir or --overwrite")
   return False
 
 
+def _contents(model_dir):
+  """model_dir's entries but its lock file ([] when it does not exist)."""
+  if not os.path.isdir(model_dir):
+    return []
+  return [n for n in os.listdir(model_dir) if n != lock.LOCK_FILE]
+
+
+def clear_model_dir(model_dir):
+  """Removes everything in model_dir but its lock file (held by this process)."""
+  for name in _contents(model_dir):
+    path = os.path.join(model_dir, name)
+    if os.path.isdir(path) and not os.path.islink(path):
+      shutil.rmtree(path)
+    else:
+      os.remove(path)
+
+
+def remove_leftovers(model_dir):
+  """Removes what a killed process leaves of its atomic writes: .tmp-* files (io_utils)
+  and .export-* directories (export.py), in model_dir and its run directories."""
+  for parent in [model_dir] + sorted(glob.glob(os.path.join(glob.escape(model_dir), "run_*"))):
+    for path in glob.glob(os.path.join(glob.escape(parent), ".tmp-*")):
+      os.remove(path)
+    for path in glob.glob(os.path.join(glob.escape(parent), ".export-*")):
+      shutil.rmtree(path, ignore_errors=True)
+
+
 def prepare_model_dir(cfg, domains):
-  """Creates model_dir (clearing it under --overwrite), or checks it holds this training."""
-  same = check_model_dir(cfg)
+  """Creates model_dir (clearing it under --overwrite), or checks it holds this training.
+  The caller holds model_dir's lock (lock.ModelDirLock)."""
+  same = _check_flags(cfg)
   if not same and os.path.exists(os.path.join(cfg.model_dir, FLAGS_FILE)):
-    shutil.rmtree(cfg.model_dir)  # another training, and --overwrite
+    clear_model_dir(cfg.model_dir)  # another training, and --overwrite
   os.makedirs(cfg.model_dir, exist_ok=True)
+  remove_leftovers(cfg.model_dir)
   io_utils.atomic_write_text(os.path.join(cfg.model_dir, FLAGS_FILE), resolved_flags_text(cfg))
   io_utils.atomic_write_json(os.path.join(cfg.model_dir, "class_names.json"),
                              list(domains.class_names))

@@ -15,11 +15,12 @@ from biwaa_tf.data import pipeline
 from biwaa_tf.errors import UserError
 from biwaa_tf.model import aggregation, backbones, schedules
 from biwaa_tf.model.biwaa import BIWAAModel, MethodConfig
-from biwaa_tf.train import distribute, metrics, progress
+from biwaa_tf.train import checkpoints, distribute, metrics, progress
 
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "run_result.json"
+CHECKPOINTS_KEPT = 2
 TARGET_PROBS = "target_probs.npy"
 EVAL_PROBS = "eval_probs.npy"
 
@@ -121,15 +122,21 @@ def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=No
   ckpt = tf.train.Checkpoint(model=model, backbone_optimizer=model.backbone_optimizer,
                              head_optimizer=model.head_optimizer, data=iterator)
   ckpt_dir = os.path.join(run_dir, "ckpt")
+  # The newest readable checkpoint (damaged ones are reported, and removed by the chief).
+  latest = checkpoints.resume_point(ckpt_dir, run, repair=chief)
   if not chief:  # other workers save too (collectives), into a scratch directory
     ckpt_dir = tempfile.mkdtemp(prefix="biwaa-worker-ckpt-")
-  manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=2)
-  latest = tf.train.latest_checkpoint(os.path.join(run_dir, "ckpt"))
+  manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=CHECKPOINTS_KEPT)
   if latest:
     ckpt.restore(latest).assert_existing_objects_matched()
     log.info("run %d: resumed from %s at step %d", run, latest, int(model.step.numpy()))
+  size = (checkpoints.size_on_disk(latest) if latest else
+          checkpoints.variables_bytes([model, model.backbone_optimizer, model.head_optimizer]))
+  if chief:  # before the first step: warn of a disk that cannot take the run
+    checkpoints.warn_if_short_of_space(run, ckpt_dir, size, _output_bytes(domains, model),
+                                       keep=CHECKPOINTS_KEPT)
   skipped, speed = _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief,
-                                callbacks)
+                                callbacks, checkpoint_bytes=size)
   if not chief:
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return None
@@ -140,6 +147,13 @@ def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=No
                              .round(6).tolist()})
 
 
+def _output_bytes(domains, model):
+  """What a run writes besides its checkpoints: the target (and evaluation) predictions,
+  and the export of the last run (its weights)."""
+  probs = 4 * domains.num_classes * (domains.target.size + domains.target_eval.size)
+  return probs + checkpoints.variables_bytes([model])
+
+
 def training_class_distribution(cfg, domains):
   """The class proportions of the source as --balanced_source loads it."""
   if cfg.balanced_source:
@@ -148,7 +162,8 @@ def training_class_distribution(cfg, domains):
   return counts / counts.sum()
 
 
-def _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief, callbacks=None):
+def _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief, callbacks=None,
+                 checkpoint_bytes=None):
   # A nested tf.function only for XLA: collectives inside one lose their
   # device placement under MultiWorkerMirroredStrategy.
   train_step = (tf.function(model.train_step, jit_compile=True) if cfg.jit_compile
@@ -192,7 +207,7 @@ def _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief, c
         for k, v in logs.items():
           tf.summary.scalar(f"train/{k}", v)
     if step % cfg.checkpoint_every == 0 or step == cfg.steps_per_run:
-      manager.save(checkpoint_number=step)
+      checkpoints.save(manager, step, checkpoint_bytes)
     hooks.on_train_batch_end(i, logs)
     if model.stop_training:
       log.warning("run %d: stopped by a callback after step %d", run, step)
@@ -250,8 +265,7 @@ def _evaluate_and_save(cfg, model, domains, run, run_dir, skipped, speed=None, e
 def restore_model(cfg, domains, run, run_dir):
   """Run `run`'s model with the weights of its last checkpoint (no optimizer state)."""
   model = build_model(run_config(cfg, run), domains, cfg.seed + 100 * run)
-  latest = tf.train.latest_checkpoint(os.path.join(run_dir, "ckpt"))
-  tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+  checkpoints.restore_weights(tf.train.Checkpoint(model=model), os.path.join(run_dir, "ckpt"))
   return model
 
 
