@@ -203,7 +203,7 @@ def _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief, c
     step = i + 1
     shown.update(step, logs)
     if step % cfg.log_every == 0 or step == cfg.steps_per_run:
-      with writer.as_default(step=step):
+      with _tensorboard_writes(run_dir), writer.as_default(step=step):
         for k, v in logs.items():
           tf.summary.scalar(f"train/{k}", v)
     if step % cfg.checkpoint_every == 0 or step == cfg.steps_per_run:
@@ -213,7 +213,8 @@ def _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief, c
       log.warning("run %d: stopped by a callback after step %d", run, step)
       break
   hooks.on_train_end()
-  writer.flush()
+  with _tensorboard_writes(run_dir):
+    writer.flush()
   if positions is None:
     return [0, 0], None
   speed = None
@@ -229,6 +230,13 @@ def _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief, c
     log.warning("run %d: skipped %d source and %d target image(s) that could not be "
                     "decoded during training", run, *skipped)
   return skipped, speed
+
+
+def _tensorboard_writes(run_dir):
+  """A full disk under TensorBoard's writer: one line, as for the checkpoints."""
+  return io_utils.storage_errors(os.path.join(run_dir, "tb"), "TensorBoard's log",
+                                 hint="free space and re-run the same command to resume "
+                                      "from the last checkpoint")
 
 
 def _evaluate_and_save(cfg, model, domains, run, run_dir, skipped, speed=None, extra=None):
@@ -248,7 +256,7 @@ def _evaluate_and_save(cfg, model, domains, run, run_dir, skipped, speed=None, e
       eval_probs, domains.target_eval.labels if domains.target_eval.labelled else None,
       domains.num_classes))
   writer = tf.summary.create_file_writer(os.path.join(run_dir, "tb"))
-  with writer.as_default(step=run):
+  with _tensorboard_writes(run_dir), writer.as_default(step=run):
     for k in ("accuracy", "per_class_accuracy", "histogram_tv_distance", "mean_entropy",
               "im_score", "snd_score"):
       if result.get(k) is not None:
@@ -257,7 +265,7 @@ def _evaluate_and_save(cfg, model, domains, run, run_dir, skipped, speed=None, e
                          buckets=domains.num_classes)
     if cfg.adversarial:
       _log_heatmaps(cfg, model, domains)
-  writer.flush()
+    writer.flush()
   io_utils.atomic_write_json(os.path.join(run_dir, RESULT_FILE), result)
   return result
 
