@@ -55,3 +55,35 @@ def test_a_different_step_count_is_detected(tiny_domains, tmp_path, uninterrupte
   diff = np.abs(np.load(tmp_path / "m" / "run_0/target_probs.npy")
                 - np.load(uninterrupted / "run_0/target_probs.npy")).max()
   assert diff > 1e-3
+
+
+@pytest.mark.parametrize("damaged, resumed_line", [
+    (("ckpt-4",), "cannot be read (Read less bytes than requested): removed; resuming from "),
+    (("ckpt-2", "ckpt-4"), "no readable checkpoint is left: run 0 starts again from step 0"),
+])
+def test_a_damaged_checkpoint_resumes_from_the_one_before(tiny_domains, tmp_path, uninterrupted,
+                                                          damaged, resumed_line):
+  """A kill after step 5 (checkpoints at 2 and 4), then what a dying disk leaves: the
+  newest checkpoint (or both) truncated. The resume says so in one line a checkpoint,
+  goes on from the newest readable one (or from the run's start), and ends with the bits
+  of the uninterrupted training."""
+  root, src, tgt = tiny_domains
+  args = tiny_flags(root, src, tgt, tmp_path / "m", *FLAGS)
+  args = [a for a in args if a != "--checkpoint_every=3"] + ["--checkpoint_every=2"]
+  killed = subprocess.run([sys.executable, os.path.join("tests", "kill_after.py"), "0:5", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert killed.returncode == -9
+  ckpt = tmp_path / "m" / "run_0" / "ckpt"
+  for name in damaged:
+    data = ckpt / f"{name}.data-00000-of-00001"
+    with open(data, "r+b") as f:
+      f.truncate(data.stat().st_size // 2)
+  resumed = run_main(args)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  warnings = [line for line in resumed.stderr.splitlines() if "cannot be read" in line]
+  assert len(warnings) == len(damaged)
+  assert warnings[0].startswith(f"W run 0: checkpoint {ckpt}/ckpt-4 cannot be read (")
+  assert resumed_line in warnings[0]
+  for r in (0, 1):
+    name = f"run_{r}/target_probs.npy"
+    assert (tmp_path / "m" / name).read_bytes() == (uninterrupted / name).read_bytes()

@@ -44,9 +44,11 @@ _PLAN = "BIWAA_KILL_PLAN"
 def _child(argv):
   import threading
 
+  import biwaa_tf  # noqa: F401  (before TensorFlow: keeps its start-up lines quiet)
+
+  # isort: split
   import keras
 
-  import biwaa_tf  # noqa: F401  (before TensorFlow: keeps its start-up lines quiet)
   from biwaa_tf import export, main
   from biwaa_tf.train import checkpoints
   from biwaa_tf.train import run as run_lib
@@ -255,7 +257,7 @@ def main(argv):
   kinds = {}
   for kind in hits:
     kinds[kind] = kinds.get(kind, 0) + 1
-  print(f"kills: {len(hits)} landed ({finished} plans came after the end and restarted "
+  print(f"kills: {len(hits)} landed ({finished} plan(s) came after the end and restarted "
         "the training); " + ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items())))
   for line in damaged:
     print(f"last resume: {line.strip()}")

@@ -118,8 +118,9 @@ def resume_point(ckpt_dir, run, repair=True):
                 _prefix(ckpt_dir, n), reason, removed, then)
     if repair:
       _remove_checkpoint(_prefix(ckpt_dir, n))
-  listed = tf.train.latest_checkpoint(ckpt_dir) if os.path.exists(
-      os.path.join(ckpt_dir, STATE_FILE)) else None
+  state = tf.train.get_checkpoint_state(ckpt_dir)  # what the state file lists as newest
+  listed = os.path.join(ckpt_dir, os.path.basename(state.model_checkpoint_path)) if (
+      state and state.model_checkpoint_path) else None
   chosen_prefix = None if chosen is None else _prefix(ckpt_dir, chosen)
   moved = (listed is None) != (chosen_prefix is None) or (
       listed is not None and os.path.abspath(listed) != os.path.abspath(chosen_prefix))

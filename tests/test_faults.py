@@ -1,0 +1,248 @@
+"""Faults of long trainings: a busy model_dir, full disks, damaged checkpoints, kills."""
+
+import errno
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import REPO, run_main, tiny_flags
+
+from biwaa_tf import io_utils
+from biwaa_tf.errors import StorageError, UserError
+from biwaa_tf.train import checkpoints, lock
+
+# ----- one training per model_dir -----
+
+def test_a_second_lock_is_refused_naming_the_holder(tmp_path):
+  with lock.ModelDirLock(tmp_path / "m"):
+    with pytest.raises(lock.ModelDirBusy) as e:
+      lock.ModelDirLock(tmp_path / "m").acquire()
+    message = str(e.value)
+    assert f"pid {os.getpid()} on {socket.gethostname()}, started 20" in message
+    assert "\n" not in message
+    with pytest.raises(lock.ModelDirBusy):
+      lock.check_free(tmp_path / "m")
+  lock.check_free(tmp_path / "m")  # released
+  with lock.ModelDirLock(tmp_path / "m"):
+    pass
+
+
+def test_the_lock_of_a_killed_process_does_not_block(tmp_path):
+  code = ("import sys, time; sys.path.insert(0, sys.argv[2])\n"
+          "from biwaa_tf.train import lock\n"
+          "lock.ModelDirLock(sys.argv[1]).acquire(); print('locked', flush=True)\n"
+          "time.sleep(600)\n")
+  child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "m"), REPO],
+                           stdout=subprocess.PIPE, text=True)
+  try:
+    assert child.stdout.readline().strip() == "locked"
+    with pytest.raises(lock.ModelDirBusy, match=f"pid {child.pid} on"):
+      lock.check_free(tmp_path / "m")
+  finally:
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+  with lock.ModelDirLock(tmp_path / "m"):  # the dead holder left the file, not the lock
+    pass
+
+
+def test_a_busy_model_dir_is_refused_by_the_cli_overwrite_and_adapt(tiny_domains, tmp_path):
+  root, src, tgt = tiny_domains
+  model_dir = tmp_path / "m"
+  model_dir.mkdir()
+  (model_dir / "flags.txt").write_text("--runs=1\n")  # another training's, say
+  with lock.ModelDirLock(model_dir):
+    for extra, doing in (((), "not starting a second training there"),
+                         (("--overwrite",), "not overwriting it")):
+      res = run_main(tiny_flags(root, src, tgt, model_dir, *extra))
+      assert res.returncode == 2
+      lines = res.stderr.strip().splitlines()
+      assert lines == [f"error: {model_dir} is in use by another training (pid {os.getpid()} "
+                       f"on {socket.gethostname()}, started {lines[0].split('started ')[1]}"]
+      assert doing in lines[0]
+    assert (model_dir / "flags.txt").read_text() == "--runs=1\n"  # --overwrite deleted nothing
+    import biwaa_tf
+    x = np.zeros((12, 28, 28, 1), np.uint8)
+    with pytest.raises(lock.ModelDirBusy, match="in use by another training"):
+      biwaa_tf.adapt((x, np.arange(12) % 3), x, model_dir=str(model_dir), backbone="lenet",
+                     backbone_weights="none", image_size=28, resize_size=28,
+                     random_flip=False, batch_size=6, steps_per_run=2, verbose=False)
+
+
+# ----- full disks -----
+
+def test_atomic_write_on_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
+  path = tmp_path / "results.json"
+  io_utils.atomic_write_json(path, {"old": 1})
+
+  def no_space(fd):
+    raise OSError(errno.ENOSPC, "No space left on device")
+  monkeypatch.setattr(os, "fsync", no_space)
+  with pytest.raises(StorageError) as e:
+    io_utils.atomic_write_json(path, {"new": 2})
+  assert str(e.value).startswith(f"{path}: no space left on device (")
+  assert " free, about 15 bytes needed)" in str(e.value)
+  assert e.value.exit_status == 1
+  assert path.read_text() == '{\n  "old": 1\n}\n'
+  assert sorted(os.listdir(tmp_path)) == ["results.json"]  # no .tmp- file left
+
+
+def test_other_write_errors_are_not_disguised_as_storage_errors(tmp_path, monkeypatch):
+  def denied(fd):
+    raise PermissionError(errno.EACCES, "Permission denied")
+  monkeypatch.setattr(os, "fsync", denied)
+  with pytest.raises(PermissionError):
+    io_utils.atomic_write_json(tmp_path / "x.json", {})
+
+
+def _manager(directory):
+  v = tf.Variable(np.arange(1000, dtype=np.float32))
+  return v, tf.train.CheckpointManager(tf.train.Checkpoint(v=v), str(directory), max_to_keep=2)
+
+
+def test_a_checkpoint_the_disk_refuses_leaves_nothing_and_keeps_the_last(tmp_path, monkeypatch):
+  v, manager = _manager(tmp_path / "ckpt")
+  checkpoints.save(manager, 3)
+  real_save = tf.train.CheckpointManager.save
+
+  def full_disk(self, checkpoint_number=None):
+    # What TensorFlow leaves when the disk fills in the middle of a save.
+    os.makedirs(os.path.join(self.directory, f"ckpt-{checkpoint_number}_temp"))
+    with open(os.path.join(self.directory, f"ckpt-{checkpoint_number}.index"), "wb") as f:
+      f.write(b"partial")
+    raise tf.errors.ResourceExhaustedError(
+        None, None, f"{self.directory}/ckpt-6_temp/part-00000-of-00001.data-00000-of-00001.tem"
+        "pstate123; No space left on device")
+  monkeypatch.setattr(tf.train.CheckpointManager, "save", full_disk)
+  with pytest.raises(StorageError) as e:
+    checkpoints.save(manager, 6, need=4096)
+  assert str(e.value).startswith(
+      f"{tmp_path / 'ckpt'}: no space left on device while writing the checkpoint of step 6 (")
+  assert str(e.value).endswith(
+      f" free, about 4.0 KiB needed); the last good checkpoint ({tmp_path / 'ckpt'}/ckpt-3) "
+      "is kept; free space and re-run the same command to resume")
+  assert sorted(os.listdir(tmp_path / "ckpt")) == [
+      "checkpoint", "ckpt-3.data-00000-of-00001", "ckpt-3.index"]
+  monkeypatch.setattr(tf.train.CheckpointManager, "save", real_save)
+  assert checkpoints.resume_point(str(tmp_path / "ckpt"), 0) == str(tmp_path / "ckpt" / "ckpt-3")
+
+
+def _mount_tmpfs(path, size):
+  path.mkdir()
+  res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                       capture_output=True)
+  return res.returncode == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or os.geteuid() != 0,
+                    reason="mounting a small file system needs root on Linux")
+def test_a_full_disk_end_to_end_stops_in_one_line_and_resumes_bit_exact(tiny_domains,
+                                                                       tmp_path):
+  """A real 40 MiB file system: run 0's two checkpoints and run 1's first fit, its
+  second does not (a lenet checkpoint is 14.5 MiB); after the space is grown, the same
+  command resumes and ends with the bits of a training on a roomy disk."""
+  root, src, tgt = tiny_domains
+  disk = tmp_path / "disk"
+  if not _mount_tmpfs(disk, "40m"):
+    pytest.skip("mount -t tmpfs is not permitted here")
+  try:
+    flags = ("--runs=2", "--deterministic", "--steps_per_run=6", "--checkpoint_every=3")
+    full = run_main(tiny_flags(root, src, tgt, disk / "m", *flags))
+    assert full.returncode == 1, full.stderr[-2000:]
+    errors = [line for line in full.stderr.splitlines() if not line.startswith(("I ", "W "))]
+    assert len(errors) == 1, full.stderr
+    assert errors[0].startswith(f"error: {disk}/m/run_1/ckpt: no space left on device "
+                                "while writing the checkpoint of step")
+    assert "is kept; free space and re-run the same command to resume" in errors[0]
+    warned = [line for line in full.stderr.splitlines() if "free under" in line]
+    assert warned and warned[0].startswith("W run 0: 40.0 MiB free under")  # warned early
+    assert not glob.glob(str(disk / "**" / "*_temp"), recursive=True)
+    assert not glob.glob(str(disk / "**" / ".tmp-*"), recursive=True)
+    subprocess.run(["mount", "-o", "remount,size=200m", str(disk)], check=True)
+    resumed = run_main(tiny_flags(root, src, tgt, disk / "m", *flags))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    roomy = run_main(tiny_flags(root, src, tgt, tmp_path / "roomy", *flags))
+    assert roomy.returncode == 0, roomy.stderr[-2000:]
+    for r in (0, 1):
+      name = f"run_{r}/target_probs.npy"
+      assert (disk / "m" / name).read_bytes() == (tmp_path / "roomy" / name).read_bytes()
+  finally:
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+# ----- damaged checkpoints -----
+
+def _truncate(prefix):
+  data = glob.glob(prefix + ".data-*")[0]
+  with open(data, "r+b") as f:
+    f.truncate(os.path.getsize(data) // 2)
+
+
+def test_resume_point_skips_damaged_checkpoints_and_repairs_the_list(tmp_path, caplog):
+  v, manager = _manager(tmp_path / "ckpt")
+  for step in (3, 6):
+    v.assign_add(tf.ones_like(v))
+    checkpoints.save(manager, step)
+  ckpt_dir = str(tmp_path / "ckpt")
+  os.makedirs(os.path.join(ckpt_dir, "ckpt-9_temp"))  # an interrupted save
+  _truncate(os.path.join(ckpt_dir, "ckpt-6"))
+  assert checkpoints.damage(os.path.join(ckpt_dir, "ckpt-6")) == "Read less bytes than requested"
+  assert checkpoints.resume_point(ckpt_dir, 2) == os.path.join(ckpt_dir, "ckpt-3")
+  assert [r.getMessage() for r in caplog.records] == [
+      f"run 2: checkpoint {ckpt_dir}/ckpt-6 cannot be read (Read less bytes than requested): "
+      f"removed; resuming from {ckpt_dir}/ckpt-3"]
+  assert sorted(os.listdir(ckpt_dir)) == ["checkpoint", "ckpt-3.data-00000-of-00001",
+                                          "ckpt-3.index"]
+  assert tf.train.latest_checkpoint(ckpt_dir) == os.path.join(ckpt_dir, "ckpt-3")
+  # The manager continues from there, and the values are ckpt-3's.
+  v2, manager2 = _manager(tmp_path / "ckpt")
+  tf.train.Checkpoint(v=v2).restore(os.path.join(ckpt_dir, "ckpt-3"))
+  np.testing.assert_array_equal(v2.numpy(), np.arange(1000, dtype=np.float32) + 1)
+  # A corrupted byte (checksum) and a truncated index count as damage too.
+  with open(os.path.join(ckpt_dir, "ckpt-3.data-00000-of-00001"), "r+b") as f:
+    f.seek(100)
+    f.write(b"\xff" * 4)
+  assert "Checksum does not match" in checkpoints.damage(os.path.join(ckpt_dir, "ckpt-3"))
+  assert checkpoints.resume_point(ckpt_dir, 2) is None
+  assert os.listdir(ckpt_dir) == []
+
+
+def test_restore_of_a_damaged_finished_run_names_the_file(tmp_path):
+  v, manager = _manager(tmp_path / "run_0" / "ckpt")
+  checkpoints.save(manager, 6)
+  prefix = str(tmp_path / "run_0" / "ckpt" / "ckpt-6")
+  _truncate(prefix)
+  with pytest.raises(UserError) as e:
+    checkpoints.restore_weights(tf.train.Checkpoint(v=v), str(tmp_path / "run_0" / "ckpt"))
+  assert str(e.value) == (
+      f"{prefix}: the checkpoint cannot be read (Read less bytes than requested); to rebuild "
+      f"it, delete {tmp_path}/run_0/run_result.json and re-run the training command (it "
+      "resumes from the newest readable checkpoint)")
+
+
+# ----- repeated kills -----
+
+def test_repeated_kills_end_bit_identical(tiny_domains, tmp_path):
+  """tools/kill_resume.py: 6 SIGKILLs at seeded random moments of a 3-run training
+  (the seed's plan reaches a checkpoint write, an evaluation, the export and the gap
+  between runs); the resumed training's outputs equal the uninterrupted one's."""
+  root, src, tgt = tiny_domains
+  args = tiny_flags(root, src, tgt, "unused", "--runs=3", "--steps_per_run=6",
+                    "--checkpoint_every=2")
+  args = [a for a in args if not a.startswith(("--model_dir", "--noprogress"))]
+  res = subprocess.run([sys.executable, os.path.join("tools", "kill_resume.py"), "--kills=6",
+                        "--seed=5", f"--work={tmp_path / 'kill'}", "--", *args], cwd=REPO,
+                       capture_output=True, text=True, timeout=900)
+  print(res.stdout)
+  assert res.returncode == 0, res.stdout + res.stderr[-2000:]
+  assert "max difference from the uninterrupted training: 0.0" in res.stdout
+  landed = [line for line in res.stdout.splitlines() if ": landed " in line]
+  assert len(landed) >= 4
+  assert res.stderr == ""
+  shutil.rmtree(tmp_path / "kill")
