@@ -83,7 +83,9 @@ def adapt(source, target, target_eval=None, *, model_dir=None, callbacks=None,
   target:      the same kinds, or NumPy images alone (labels only report accuracy).
   target_eval: evaluated after each run (default: the target).
   model_dir:   keep the training there (resumable: call again with the same arguments);
-               None trains in a temporary directory, removed afterwards.
+               None trains in a temporary directory, removed afterwards. The training
+               holds model_dir's lock while it runs (another training there raises
+               ModelDirBusy; README, "Long trainings"); a full disk raises StorageError.
   callbacks:   Keras callbacks, called at every step of every run (on_train_batch_end
                sees the step's logs: loss, loss_cls, loss_adv, loss_ms, disc_acc,
                pseudo_acc, lr, grl_coeff).

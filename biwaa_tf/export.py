@@ -95,11 +95,15 @@ def export_saved_model(model, export_dir, class_names, opts):
 
 def load(export_dir):
   """Loads an exported model; returns (the loaded object, class names)."""
-  from biwaa_tf.errors import UserError
+  from biwaa_tf.errors import UserError, reason
   if not os.path.isfile(os.path.join(export_dir, "saved_model.pb")):
     raise UserError(f"{export_dir}: not an exported model (no saved_model.pb)")
-  loaded = tf.saved_model.load(export_dir)
-  names = [n.decode() for n in loaded.class_names()["class_names"].numpy()]
+  try:
+    loaded = tf.saved_model.load(export_dir)
+    names = [n.decode() for n in loaded.class_names()["class_names"].numpy()]
+  except (tf.errors.OpError, ValueError, IndexError, OSError, AttributeError) as e:
+    raise UserError(f"{export_dir}: the exported model cannot be read ({reason(e)}); "
+                    "delete it and re-run the training command to export it again") from None
   return loaded, names
 
 

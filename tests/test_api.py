@@ -209,3 +209,20 @@ def test_import_biwaa_tf_does_not_load_tensorflow():
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   # Loading `adapt` imports only the API module; TensorFlow waits for a call.
   assert out.stdout.split() == ["adapt", "False"]
+
+
+def test_adapt_resumes_past_a_damaged_checkpoint(arrays, tmp_path, caplog):
+  (xs, ys), (xt, yt) = arrays
+  options = dict(backbone="lenet", image_size=28, steps_per_run=4, checkpoint_every=2, runs=1,
+                 lr=0.01, verbose=False, model_dir=str(tmp_path / "m"))
+  first = biwaa_tf.adapt((xs[:120], ys[:120]), (xt[:60], yt[:60]), **options)
+  for name in ("results.json", "run_0/run_result.json"):
+    os.remove(tmp_path / "m" / name)
+  data = glob.glob(str(tmp_path / "m" / "run_0" / "ckpt" / "ckpt-4.data-*"))[0]
+  os.truncate(data, os.path.getsize(data) // 2)
+  again = biwaa_tf.adapt((xs[:120], ys[:120]), (xt[:60], yt[:60]), **options)
+  ckpt = tmp_path / "m" / "run_0" / "ckpt"
+  assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+      f"run 0: checkpoint {ckpt}/ckpt-4 cannot be read (Read less bytes than requested): "
+      f"removed; resuming from {ckpt}/ckpt-2"]
+  np.testing.assert_allclose(again.target_probs, first.target_probs, atol=1e-5)

@@ -107,3 +107,20 @@ def test_tensorboard_has_the_named_scalars(trained):
               "train/pseudo_acc", "eval/accuracy", "eval/per_class_accuracy",
               "eval/predicted_class", "eval/heatmaps_image_dann_biwaa"):
     assert tag in tags, tag
+
+
+def test_a_damaged_export_is_named_in_one_line(trained, tmp_path):
+  import shutil
+
+  from biwaa_tf import export
+  from biwaa_tf.errors import UserError
+  _, out = trained
+  copy = tmp_path / "export"
+  shutil.copytree(out / "export", copy)
+  data = glob.glob(str(copy / "variables" / "variables.data-*"))[0]
+  os.truncate(data, 1000)
+  with pytest.raises(UserError) as e:
+    export.load(str(copy))
+  assert str(e.value) == (f"{copy}: the exported model cannot be read (Read less bytes than "
+                          "requested); delete it and re-run the training command to export "
+                          "it again")

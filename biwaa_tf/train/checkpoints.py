@@ -19,7 +19,7 @@ import shutil
 
 import tensorflow as tf
 
-from biwaa_tf import io_utils
+from biwaa_tf import errors, io_utils
 from biwaa_tf.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -46,13 +46,6 @@ def _remove_checkpoint(prefix):
   shutil.rmtree(prefix + "_temp", ignore_errors=True)
 
 
-def _first_line(exc):
-  """The reason an op gave, without TensorFlow's op and function decorations."""
-  text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-  text = re.sub(r"\s*\[Op:\w+\]$", "", re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", text))
-  return text[:200]
-
-
 def damage(prefix):
   """Why checkpoint `prefix` cannot be restored (its index or any tensor unreadable, a
   checksum wrong), or None when every tensor reads back."""
@@ -63,7 +56,7 @@ def damage(prefix):
       tf.raw_ops.RestoreV2(prefix=prefix, tensor_names=keys, shape_and_slices=[""] * len(keys),
                            dtypes=[dtypes[k] for k in keys])
   except _READ_ERRORS as e:
-    return _first_line(e)
+    return errors.reason(e)
   return None
 
 
