@@ -43,7 +43,7 @@ class TrainConfig:
   balanced_target: str = "auto"
   prior_matching: bool = False      # label-shifted targets: source sampled by the target prior
   first_run: str = "adapt"
-  target_subsample: str = "none"    # none | long_tail:R | reverse_tail:R (experiments)
+  target_subsample: str = "none"    # none | long_tail:R | reverse_tail:R | step:R | partial:N
   backbone: str = "resnet50"
   backbone_weights: str = None      # None: by backbone
   num_classes: int = 0
@@ -173,6 +173,9 @@ def run_config(cfg, run):
   return cfg
 
 
+SUBSAMPLE_KINDS = ("long_tail", "reverse_tail", "step", "partial")  # data/lists.py
+
+
 def parse_subsample(spec):
   """'none' -> None; 'long_tail:20' -> ('long_tail', 20.0); anything else refused."""
   if spec in (None, "none"):
@@ -182,9 +185,10 @@ def parse_subsample(spec):
     value = float(ratio)
   except ValueError:
     value = 0.0
-  _require(kind in ("long_tail", "reverse_tail") and value >= 1, "target_subsample",
-           f"{spec!r}: use none, long_tail:R or reverse_tail:R with R >= 1 (largest / "
-           "smallest class)")
+  _require(kind in SUBSAMPLE_KINDS and value >= 1
+           and (kind != "partial" or value == int(value)), "target_subsample",
+           f"{spec!r}: use none, long_tail:R, reverse_tail:R or step:R with R >= 1 (largest "
+           "/ smallest class), or partial:N (N classes absent)")
   return kind, value
 
 

@@ -64,7 +64,9 @@ def define_flags():
   _string("target_subsample", "Label-shift experiments on a labelled target: long_tail:R "
                               "keeps a fraction R^(-k/(K-1)) of class k's images (class 0 "
                               "all, the last 1/R; drawn with --seed), reverse_tail:R the "
-                              "mirror image; the target evaluation list too when it is the "
+                              "mirror image, step:R keeps 1/R of the second half of the "
+                              "classes, partial:N leaves the last N classes out (partial-set "
+                              "adaptation); the target evaluation list too when it is the "
                               "same list. none: the target as given.")
   _enum("balanced_target", "Target loader: auto = random in run 0 and balanced by the previous "
                            "runs' predictions after (BIWAA-I; always random with "

@@ -202,7 +202,23 @@ def test_long_tail_subsample_keeps_ratio_powers():
                              20.0 ** (-np.arange(9, -1, -1) / 9), atol=0.01)
 
 
-@pytest.mark.parametrize("spec", ["long_tail", "long_tail:0.5", "tail:20", "long_tail:x"])
+def test_step_and_partial_subsamples():
+  labels = np.repeat(np.arange(10), 20000)
+  step = lists.label_shift_mask(labels, 10, "step", 10.0, seed=0)
+  np.testing.assert_allclose(np.bincount(labels[step], minlength=10) / 20000,
+                             [1.0] * 5 + [0.1] * 5, atol=0.01)
+  partial = lists.label_shift_mask(labels, 10, "partial", 3.0, seed=0)
+  assert np.bincount(labels[partial], minlength=10).tolist() == [20000] * 7 + [0] * 3
+  with pytest.raises(UserError, match="partial:10: leave out 1 to 9 of the 10 classes"):
+    lists.label_shift_mask(labels, 10, "partial", 10.0)
+  # 3 classes: the step's first half is classes 0 and 1.
+  three = lists.label_shift_mask(np.repeat(np.arange(3), 20000), 3, "step", 4.0, seed=1)
+  np.testing.assert_allclose(np.bincount(np.repeat(np.arange(3), 20000)[three]) / 20000,
+                             [1.0, 1.0, 0.25], atol=0.01)
+
+
+@pytest.mark.parametrize("spec", ["long_tail", "long_tail:0.5", "tail:20", "long_tail:x",
+                                  "partial:1.5", "step:0"])
 def test_bad_target_subsample_is_refused(spec):
   from biwaa_tf import config
   with pytest.raises(UserError, match="--target_subsample"):

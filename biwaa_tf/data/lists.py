@@ -92,13 +92,28 @@ def from_arrays(name, images, labels=None, num_classes=None, class_names=None):
 
 
 def label_shift_mask(labels, num_classes, kind, ratio, seed=0):
-  """Which samples a long-tailed subsample keeps: class k with probability
-  ratio^(-k/(K-1)) (long_tail: class 0 kept whole, class K-1 a 1/ratio share), or
-  ratio^(-(K-1-k)/(K-1)) (reverse_tail). One seeded uniform draw per sample."""
+  """Which samples a label-shifted subsample keeps; each sample of class k is kept with
+  probability p_k (one seeded uniform draw per sample):
+    long_tail:R     p_k = R^(-k/(K-1))        (class 0 whole, class K-1 a 1/R share)
+    reverse_tail:R  p_k = R^(-(K-1-k)/(K-1))  (the mirror image)
+    step:R          p_k = 1 for k < K/2, 1/R for the other half (a step imbalance)
+    partial:N       p_k = 1, and 0 for the last N classes (absent: partial-set DA)"""
   labels = np.asarray(labels)
-  rank = labels if kind == "long_tail" else (num_classes - 1 - labels)
-  keep_prob = ratio ** (-rank / max(num_classes - 1, 1))
-  return np.random.default_rng(seed).random(len(labels)) < keep_prob
+  k = np.arange(num_classes)
+  if kind == "long_tail":
+    keep_prob = ratio ** (-k / max(num_classes - 1, 1))
+  elif kind == "reverse_tail":
+    keep_prob = ratio ** (-(num_classes - 1 - k) / max(num_classes - 1, 1))
+  elif kind == "step":
+    keep_prob = np.where(k < (num_classes + 1) // 2, 1.0, 1.0 / ratio)
+  elif kind == "partial":
+    if not 1 <= int(ratio) < num_classes:
+      raise UserError(f"--target_subsample=partial:{int(ratio)}: leave out 1 to "
+                      f"{num_classes - 1} of the {num_classes} classes")
+    keep_prob = np.where(k < num_classes - int(ratio), 1.0, 0.0)
+  else:
+    raise ValueError(f"unknown label shift {kind!r}")
+  return np.random.default_rng(seed).random(len(labels)) < keep_prob[labels]
 
 
 def resolve_list_path(spec):
