@@ -67,6 +67,14 @@ def test_a_busy_model_dir_is_refused_by_the_cli_overwrite_and_adapt(tiny_domains
                        f"on {socket.gethostname()}, started {lines[0].split('started ')[1]}"]
       assert doing in lines[0]
     assert (model_dir / "flags.txt").read_text() == "--runs=1\n"  # --overwrite deleted nothing
+    tool = subprocess.run([sys.executable, os.path.join("tools", "heatmap.py"),
+                           f"--model_dir={model_dir}"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert tool.returncode == 2
+    assert tool.stderr.strip().splitlines() == [
+        f"error: {model_dir} is in use by another training (pid {os.getpid()} on "
+        f"{socket.gethostname()}, started {lines[0].split('started ')[1].split(')')[0]}); "
+        "not writing heatmap.png there: wait for it to end, or use another model_dir"]
     import biwaa_tf
     x = np.zeros((12, 28, 28, 1), np.uint8)
     with pytest.raises(lock.ModelDirBusy, match="in use by another training"):
