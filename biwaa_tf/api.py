@@ -10,7 +10,9 @@ Options are the command line's flags, with its defaults (`python -m biwaa_tf.mai
 (train/iterative.py); this module only turns Python values into its inputs.
 """
 
+import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 import shutil
@@ -23,7 +25,23 @@ from biwaa_tf.errors import UserError
 
 log = logging.getLogger(__name__)
 
-ARRAY = "array:"  # flags.txt records a domain given as NumPy arrays as array:<role>
+# flags.txt records a domain given as NumPy arrays as array:<role>:<fingerprint>, so that
+# a model_dir refuses other arrays (resume_key).
+ARRAY = "array:"
+
+
+def array_spec(role, data):
+  """'array:<role>:<N>x<H>x<W>x<C>-<dtype>-<digest>' for (images[, labels]): the shape,
+  dtype and a BLAKE2b digest of the images and labels, which tells a resume on the same
+  arrays from one on others of the same size."""
+  images, labels = data if isinstance(data, (tuple, list)) and len(data) == 2 else (data, None)
+  images = np.asarray(images)
+  digest = hashlib.blake2b(digest_size=8)
+  digest.update(np.ascontiguousarray(images).data)
+  if labels is not None:
+    digest.update(np.ascontiguousarray(np.asarray(labels)).data)
+  shape = "x".join(str(d) for d in images.shape)
+  return f"{ARRAY}{role}:{shape}-{images.dtype}-{digest.hexdigest()}"
 
 
 @dataclasses.dataclass
@@ -70,7 +88,7 @@ def _loader(cfg, arrays):
       return lists.load_image_list(spec, cfg.data_root, num_classes, cfg.download)
     data = arrays[spec]
     images, labels = data if isinstance(data, (tuple, list)) and len(data) == 2 else (data, None)
-    return lists.from_arrays(spec[len(ARRAY):], images, labels, num_classes)
+    return lists.from_arrays(spec[len(ARRAY):].split(":")[0], images, labels, num_classes)
   return load
 
 
@@ -95,7 +113,21 @@ def adapt(source, target, target_eval=None, *, model_dir=None, callbacks=None,
                says what such a model expects: "torch", "caffe", "unit" (default,
                x / 127.5 - 1) or "raw" (0-255).
   **options:   any command-line flag by name: image_size=28, runs=3, method="dann", ...
+               distribution_strategy= and cpu_replicas= as on the command line (the CPU
+               split needs a process whose TensorFlow has not set up its devices yet);
+               dry_run=True runs every check and returns the plan (text), training nothing.
+
+  Labels: integers 0..K-1 or one-hot rows. A model_dir records the arrays it was trained
+  on (shape, dtype, digest) and refuses others. The process is left as it was found
+  (dtype policy, random states, backbone registry, logging; _process_state_kept).
   """
+  with _process_state_kept():
+    return _adapt(source, target, target_eval, model_dir, callbacks, normalization, strategy,
+                  verbose, options)
+
+
+def _adapt(source, target, target_eval, model_dir, callbacks, normalization, strategy,
+           verbose, options):
   from biwaa_tf import quiet
   from biwaa_tf.model import backbones
   from biwaa_tf.train import preflight
@@ -120,7 +152,7 @@ def adapt(source, target, target_eval=None, *, model_dir=None, callbacks=None,
     elif role == "target_eval" and data is target:
       specs[role] = specs["target"]
     else:
-      specs[role] = ARRAY + role
+      specs[role] = array_spec(role, data)
       arrays[specs[role]] = data
   try:
     cfg = config_lib.make_config(
@@ -128,10 +160,76 @@ def adapt(source, target, target_eval=None, *, model_dir=None, callbacks=None,
         progress=options.pop("progress", verbose), overwrite=options.pop("overwrite", temporary),
         **options)
     domains = preflight.prepare_data(cfg, load=_loader(cfg, arrays))
+    if not cfg.dry_run:
+      preflight.check_model_dir(cfg)  # a busy or foreign model_dir, before TensorFlow starts
+    strategy = strategy or _strategy(cfg)
+    if cfg.dry_run:
+      from biwaa_tf.train import iterative
+      iterative.check(cfg, strategy, domains)  # the devices, the backbone and its weights
+      return preflight.plan(cfg, domains)
     return _train(cfg, domains, strategy, callbacks, None if temporary else model_dir)
   finally:
     if temporary:
       shutil.rmtree(model_dir, ignore_errors=True)
+
+
+def _strategy(cfg):
+  """The strategy cfg.distribution_strategy and cfg.cpu_replicas call for, as the command
+  line makes it; refused in one line when TensorFlow's devices are already set up."""
+  from biwaa_tf.train import distribute
+  try:
+    distribute.configure_cpu_replicas(cfg.cpu_replicas)
+  except RuntimeError:
+    import tensorflow as tf
+    if len(tf.config.list_logical_devices("CPU")) != cfg.cpu_replicas:
+      raise UserError(f"cpu_replicas={cfg.cpu_replicas}: TensorFlow's devices were set up "
+                      "before this call (split the CPU first: tf.config.set_logical_device_"
+                      "configuration, or use the command line)") from None
+  return distribute.make_strategy(cfg.distribution_strategy)
+
+
+@contextlib.contextmanager
+def _process_state_kept():
+  """adapt() leaves the process as it found it: Keras' global dtype policy, the global
+  random states (Python's, NumPy's, TensorFlow's seed), TensorFlow's op determinism, the
+  backbone registry and the logging set-up. (TensorFlow's inter-op threads, which
+  deterministic=True sets to 1 when it can, cannot be set back once TensorFlow runs.)"""
+  import logging as logging_lib
+  import random
+
+  import keras
+  import tensorflow as tf
+
+  from biwaa_tf.model import backbones
+  policy = keras.mixed_precision.global_policy()
+  python_state, numpy_state = random.getstate(), np.random.get_state()
+  try:  # TensorFlow has no public getters for its global seed and op determinism
+    from tensorflow.python.eager import context as tf_context
+    from tensorflow.python.framework import config as tf_config
+    tf_seed = getattr(tf_context.context(), "_seed", None)
+    determinism = tf_config.is_op_determinism_enabled()
+  except (ImportError, AttributeError):
+    tf_config, tf_seed, determinism = None, None, None
+  registry = dict(backbones.BACKBONES), dict(backbones.NORMALIZATION)
+  loggers = {name: logging_lib.getLogger(name) for name in ("biwaa_tf", "tensorflow", "absl")}
+  logging_state = {name: (lg.level, list(lg.handlers), lg.propagate)
+                   for name, lg in loggers.items()}
+  try:
+    yield
+  finally:
+    keras.mixed_precision.set_global_policy(policy)
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
+    tf.random.set_seed(tf_seed)
+    if determinism is False and tf_config.is_op_determinism_enabled():
+      tf_config.disable_op_determinism()
+    for table, saved in zip((backbones.BACKBONES, backbones.NORMALIZATION), registry):
+      table.clear()
+      table.update(saved)
+    for name, (level, handlers, propagate) in logging_state.items():
+      loggers[name].setLevel(level)
+      loggers[name].handlers[:] = handlers
+      loggers[name].propagate = propagate
 
 
 def _train(cfg, domains, strategy, callbacks, kept_dir):
@@ -149,8 +247,7 @@ def _train(cfg, domains, strategy, callbacks, kept_dir):
         log.warning("deterministic=True: TensorFlow started before adapt() could give it "
                     "one inter-op thread; under CPU load the bits may differ (call "
                     "tf.config.threading.set_inter_op_parallelism_threads(1) first)")
-  summary = iterative.train(cfg, strategy or tf.distribute.get_strategy(), domains,
-                            callbacks=callbacks)
+  summary = iterative.train(cfg, strategy, domains, callbacks=callbacks)
   last = cfg.runs - 1
   run_dir = os.path.join(cfg.model_dir, f"run_{last}")
   model = run_lib.restore_model(cfg, domains, last, run_dir)

@@ -226,3 +226,89 @@ def test_adapt_resumes_past_a_damaged_checkpoint(arrays, tmp_path, caplog):
       f"run 0: checkpoint {ckpt}/ckpt-4 cannot be read (Read less bytes than requested): "
       f"removed; resuming from {ckpt}/ckpt-2"]
   np.testing.assert_allclose(again.target_probs, first.target_probs, atol=1e-5)
+
+
+@pytest.mark.parametrize("with_input", [False, True])
+def test_adapt_with_a_sequential_backbone(arrays, with_input):
+  (xs, ys), (xt, _) = arrays
+  layers = [keras.layers.Conv2D(8, 3, strides=2, activation="relu"), keras.layers.Flatten(),
+            keras.layers.Dense(16)]
+  backbone = keras.Sequential(([keras.Input((28, 28, 3))] if with_input else []) + layers)
+  result = biwaa_tf.adapt((xs[:90], ys[:90]), xt[:40], backbone=backbone, image_size=28,
+                          steps_per_run=2, runs=1, verbose=False)
+  assert result.target_probs.shape == (40, 10)
+
+
+def test_a_backbone_of_another_input_size_is_refused_in_one_line(arrays):
+  (xs, ys), (xt, _) = arrays
+  backbone = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(4, 3)], name="cnn32")
+  with pytest.raises(UserError) as e:
+    biwaa_tf.adapt((xs[:90], ys[:90]), xt[:40], backbone=backbone, image_size=28,
+                   steps_per_run=2, runs=1, verbose=False)
+  assert str(e.value) == (
+      "backbone cnn32: takes inputs of shape (32, 32, 3), but the images are 28 x 28 x 3 "
+      "(image_size=28); set image_size to the model's, or build it with an input shape of "
+      "(None, None, 3)")
+
+
+def test_adapt_leaves_the_process_as_it_found_it(arrays):
+  import logging
+  import random
+
+  from biwaa_tf.model import backbones
+  (xs, ys), (xt, _) = arrays
+  backbone = keras.Sequential([keras.Input((28, 28, 3)), keras.layers.Flatten(),
+                               keras.layers.Dense(8)], name="flat")  # (draws Python seeds)
+  np.random.seed(123)
+  random.seed(123)
+  expected_numpy, expected_python = np.random.rand(3), random.random()
+  np.random.seed(123)
+  random.seed(123)
+  registry = dict(backbones.BACKBONES)
+  handlers = list(logging.getLogger("biwaa_tf").handlers)
+  biwaa_tf.adapt((xs[:90], ys[:90]), xt[:40], backbone=backbone, image_size=28,
+                 steps_per_run=2, runs=1, verbose=True, progress=False,
+                 mixed_precision="bfloat16", deterministic=True)
+  np.testing.assert_array_equal(np.random.rand(3), expected_numpy)
+  assert random.random() == expected_python
+  assert keras.mixed_precision.global_policy().name == "float32"
+  assert keras.layers.Dense(2).dtype_policy.name == "float32"
+  assert backbones.BACKBONES == registry
+  assert logging.getLogger("biwaa_tf").handlers == handlers
+  from tensorflow.python.framework import config as tf_config
+  assert not tf_config.is_op_determinism_enabled()
+
+
+def test_adapt_refuses_other_arrays_in_its_model_dir(arrays, tmp_path):
+  (xs, ys), (xt, _) = arrays
+  options = dict(backbone="lenet", image_size=28, steps_per_run=2, runs=1, verbose=False,
+                 model_dir=str(tmp_path / "m"))
+  biwaa_tf.adapt((xs[:90], ys[:90]), xt[:40], **options)
+  with pytest.raises(UserError, match=r"holds a training with different flags "
+                                      r"\(--source=array:source:90x32x32-uint8-[0-9a-f]{16}"):
+    biwaa_tf.adapt((xs[90:180], ys[90:180]), xt[:40], **options)  # the same size
+
+
+def test_adapt_takes_one_hot_labels_and_refuses_negative_ones(arrays):
+  (xs, ys), (xt, _) = arrays
+  one_hot = np.eye(10, dtype=np.float32)[ys[:90]]
+  result = biwaa_tf.adapt((xs[:90], one_hot), (xt[:40], np.eye(10)[np.zeros(40, int)]),
+                          backbone="lenet", image_size=28, steps_per_run=1, runs=1,
+                          method="source_only", verbose=False)
+  assert result.runs[0]["accuracy"] == np.mean(np.argmax(result.target_probs, 1) == 0)
+  bad = ys[:90].copy()
+  bad[5] = -1
+  with pytest.raises(UserError, match=r"^source: label -1 at index 5; labels are 0..K-1 "
+                                      r"\(pass no labels for an unlabelled domain\)$"):
+    biwaa_tf.adapt((xs[:90], bad), xt[:40], backbone="lenet", verbose=False)
+
+
+def test_adapt_dry_run_trains_nothing_and_cpu_replicas_are_refused_late(arrays, tmp_path):
+  (xs, ys), (xt, _) = arrays
+  plan = biwaa_tf.adapt((xs[:90], ys[:90]), xt[:40], backbone="lenet", image_size=28,
+                        dry_run=True, verbose=False, model_dir=str(tmp_path / "m"))
+  assert plan.splitlines()[0].startswith("method    biwaa (feature weighting on")
+  assert not (tmp_path / "m").exists()
+  with pytest.raises(UserError, match="^cpu_replicas=2: TensorFlow's devices were set up"):
+    biwaa_tf.adapt((xs[:90], ys[:90]), xt[:40], backbone="lenet", image_size=28,
+                   cpu_replicas=2, verbose=False)

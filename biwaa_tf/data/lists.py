@@ -73,17 +73,40 @@ def as_uint8_rgb(images, name):
   return images
 
 
+def integer_labels(labels, name, n):
+  """Labels as N integers 0..K-1: integer labels as given, one-hot (N x K) rows as their
+  index; anything else is refused in one line naming the domain."""
+  labels = np.asarray(labels)
+  if labels.ndim == 2 and labels.shape[0] == n and labels.shape[1] > 1:
+    one_hot = np.isin(labels, (0, 1)).all() and (labels.sum(axis=1) == 1).all()
+    if not one_hot:
+      raise UserError(f"{name}: {labels.shape[0]} x {labels.shape[1]} labels that are not "
+                      "one-hot rows; give integer labels 0..K-1 or one-hot rows")
+    return np.argmax(labels, axis=1).astype(np.int64)
+  labels = labels.reshape(-1)
+  if len(labels) != n:
+    raise UserError(f"{name}: {n} images but {len(labels)} labels")
+  if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):
+    raise UserError(f"{name}: non-integer labels (such as {labels[labels != np.round(labels)][0]})"
+                    "; give integer labels 0..K-1 or one-hot rows")
+  if labels.dtype.kind not in "iuf":
+    raise UserError(f"{name}: labels of type {labels.dtype}; give integers 0..K-1")
+  labels = labels.astype(np.int64)
+  if n and labels.min() < 0:
+    i = int(np.argmin(labels))
+    raise UserError(f"{name}: label {labels[i]} at index {i}; labels are 0..K-1 (pass no "
+                    "labels for an unlabelled domain)")
+  return labels
+
+
 def from_arrays(name, images, labels=None, num_classes=None, class_names=None):
   """An in-memory ImageList (see as_uint8_rgb for the accepted images)."""
   images = as_uint8_rgb(images, name)
   n = len(images)
   if labels is None:
     labels = np.full(n, UNLABELLED, np.int64)
-  labels = np.asarray(labels).astype(np.int64).reshape(-1)
-  if len(labels) != n:
-    raise UserError(f"{name}: {n} images but {len(labels)} labels")
-  if labels.min() < UNLABELLED:
-    raise UserError(f"{name}: negative label {labels.min()}")
+  else:
+    labels = integer_labels(labels, name, n)
   k = num_classes or (len(class_names) if class_names else int(labels.max()) + 1)
   if labels.max() >= k:
     raise UserError(f"{name}: label {labels.max()} but {k} classes")

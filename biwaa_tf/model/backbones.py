@@ -142,24 +142,43 @@ def from_keras_model(model):
   initial = [w.numpy() for w in model.weights]
 
   def build(image_size, weights):
-    del image_size
     try:
       copy = keras.models.clone_model(model)
     except Exception as e:  # noqa: BLE001  (subclassed models cannot be cloned)
       raise UserError(f"backbone {model.name}: cannot be copied for each run "
                       f"({_first_line(e)}); build it with the Functional or Sequential "
                       "API") from None
-    copy.set_weights(initial)
+    if not _has_graph(copy):  # a Sequential without an Input: give it one
+      inputs = keras.Input((image_size, image_size, 3), name="images")
+      copy = keras.Model(inputs, copy(inputs), name=copy.name)
+    if initial:
+      copy.set_weights(initial)
     if weights not in ("none", "imagenet"):
       _load_file(copy, weights)
-    if len(copy.output.shape) == 4:
-      pooled = keras.layers.GlobalAveragePooling2D(name="pool")(copy.output)
+    size = tuple(copy.inputs[0].shape[1:])
+    if len(size) != 3 or any(d not in (None, want) for d, want in zip(
+        size, (image_size, image_size, 3))):
+      raise UserError(f"backbone {model.name}: takes inputs of shape {size}, but the "
+                      f"images are {image_size} x {image_size} x 3 (image_size="
+                      f"{image_size}); set image_size to the model's, or build it with an "
+                      "input shape of (None, None, 3)")
+    if len(copy.outputs[0].shape) == 4:
+      pooled = keras.layers.GlobalAveragePooling2D(name="pool")(copy.outputs[0])
       copy = keras.Model(copy.inputs, pooled, name=copy.name)
-    elif len(copy.output.shape) != 2:
-      raise UserError(f"backbone {model.name}: outputs shape {copy.output.shape}; need "
+    elif len(copy.outputs[0].shape) != 2:
+      raise UserError(f"backbone {model.name}: outputs shape {copy.outputs[0].shape}; need "
                       "features (batch, dim) or a feature map (batch, h, w, channels)")
     return copy
   return build
+
+
+def _has_graph(model):
+  """Whether a Keras model has symbolic inputs and outputs (Functional, or Sequential
+  with an Input); a Sequential built without one has none until it is called."""
+  try:
+    return bool(model.inputs) and model.outputs is not None and bool(model.outputs)
+  except (AttributeError, ValueError):
+    return False
 
 
 def _check(name):
