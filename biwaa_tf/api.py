@@ -48,8 +48,11 @@ def array_spec(role, data):
 class AdaptResult:
   """What adapt() returns.
 
-  model:        Keras model, preprocessed images (image_size^2 x 3, normalised as the
-                backbone expects) -> class probabilities: the last run's inference path.
+  model:        Keras model, raw images (N x H x W x 1 or 3, pixel values 0-255: uint8,
+                or float on that scale) -> class probabilities: the training's evaluation
+                preprocessing (layer "preprocess") and the last run's inference path
+                (layer "logits_model" when ten_crop is off: crops -> logits). Saves to
+                .keras; keras.models.load_model reads it back after `import biwaa_tf`.
   target_probs: N x K, the last run's (10-crop if ten_crop) target probabilities.
   runs:         the per-run result dicts (accuracy, per_class_accuracy, histogram, ...).
   final_accuracy, final_per_class_accuracy: the last run's, None without target labels.
@@ -66,17 +69,12 @@ class AdaptResult:
   image_options: object
 
   def predict(self, images, batch_size=64):
-    """Class probabilities of raw images (NumPy N x H x W x {1,3}, uint8 or float in
-    [0, 1]), preprocessed as the training evaluated its target (resize, crop(s))."""
+    """Class probabilities of raw images (NumPy N x H x W x {1,3}, uint8, or float in
+    [0, 1] as adapt() takes them), through `model` (which preprocesses as the training
+    evaluated its target: resize, crop(s), normalisation)."""
     from biwaa_tf.data import lists
-    from biwaa_tf.train import run as run_lib
-    data = lists.from_arrays("images", images, num_classes=len(self.class_names))
-    return run_lib.predict_probs(self._inference, data, self.image_options, batch_size)
-
-  @property
-  def _inference(self):
-    # predict_probs applies a softmax to logits: give it the logits path.
-    return self.model.get_layer("logits_model")
+    images = lists.as_uint8_rgb(images, "images")
+    return self.model.predict(images, batch_size=batch_size, verbose=0)
 
 
 def _loader(cfg, arrays):
@@ -251,10 +249,11 @@ def _train(cfg, domains, strategy, callbacks, kept_dir):
   last = cfg.runs - 1
   run_dir = os.path.join(cfg.model_dir, f"run_{last}")
   model = run_lib.restore_model(cfg, domains, last, run_dir)
+  opts = run_lib.image_options(cfg, domains.normalization, cfg.ten_crop)
   return AdaptResult(
-      model=export.probability_model(model, cfg.image_size),
+      model=export.classifier_model(model, opts),
       target_probs=np.load(os.path.join(run_dir, run_lib.TARGET_PROBS)),
       runs=summary["runs"], final_accuracy=summary["final_accuracy"],
       final_per_class_accuracy=summary["final_per_class_accuracy"],
       class_names=tuple(domains.class_names), config=cfg, model_dir=kept_dir,
-      image_options=run_lib.image_options(cfg, domains.normalization, cfg.ten_crop))
+      image_options=opts)

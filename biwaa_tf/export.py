@@ -32,6 +32,67 @@ class InferenceModel(keras.Model):
     return self.classifier(self.bottleneck(self.backbone(x, training=False)))
 
 
+@keras.saving.register_keras_serializable(package="biwaa_tf")
+class Preprocess(keras.layers.Layer):
+  """Raw images -> the evaluation input(s) the training scored its target with.
+
+  Takes N x H x W x 1 or 3 pixel values 0-255 (uint8, or float on that scale), of any
+  H x W: grey is replicated to RGB, each image is resized to resize_size (as PIL does,
+  for `resize_method=bicubic`), centre-cropped to image_size (or cut into the 10 crops)
+  and normalised as the backbone expects: data/preprocess.eval_views, image by image."""
+
+  def __init__(self, resize_size, image_size, mode, resize_method="bicubic", ten_crop=False,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.opts = preprocess.ImageOptions(int(resize_size), int(image_size), False, mode,
+                                        bool(ten_crop), resize_method)
+
+  def call(self, images):
+    x = tf.cast(images, tf.float32)
+    x = tf.cond(tf.shape(x)[-1] == 1, lambda: tf.tile(x, [1, 1, 1, 3]), lambda: x)
+    x.set_shape([None, None, None, 3])
+    s = self.opts.image_size
+    shape = [10, s, s, 3] if self.opts.ten_crop else [s, s, 3]
+    return tf.map_fn(lambda image: preprocess.eval_views(image, self.opts), x,
+                     fn_output_signature=tf.TensorSpec(shape, tf.float32))
+
+  def compute_output_shape(self, input_shape):
+    s = self.opts.image_size
+    return (input_shape[0], *([10] if self.opts.ten_crop else []), s, s, 3)
+
+  def get_config(self):
+    o = self.opts
+    return {**super().get_config(), "resize_size": o.resize_size, "image_size": o.image_size,
+            "mode": o.mode, "resize_method": o.resize_method, "ten_crop": o.ten_crop}
+
+
+@keras.saving.register_keras_serializable(package="biwaa_tf")
+class MeanOverCrops(keras.layers.Layer):
+  """N x 10 x S x S x 3 crops -> the class probabilities averaged over each image's crops,
+  through `logits_model` (the ten-crop evaluation)."""
+
+  def call(self, probs_of_crops):
+    return tf.reduce_mean(probs_of_crops, axis=1)
+
+
+def classifier_model(model, opts):
+  """A Keras model that serves: raw images (N x H x W x 1 or 3, pixel values 0-255) ->
+  class probabilities, with the training's evaluation preprocessing inside (Preprocess)
+  and BIWAAModel `model`'s inference path (its layer "logits_model": crops -> logits).
+  Saves to .keras and loads back with keras.models.load_model."""
+  images = keras.Input((None, None, None), name="images")
+  crops = Preprocess(opts.resize_size, opts.image_size, opts.mode, opts.resize_method,
+                     opts.ten_crop, name="preprocess")(images)
+  logits_model = probability_model(model, opts.image_size).get_layer("logits_model")
+  softmax = keras.layers.Softmax(name="probabilities", dtype="float32")
+  if opts.ten_crop:
+    probs = MeanOverCrops(name="mean_over_crops")(
+        keras.layers.TimeDistributed(keras.Sequential([logits_model, softmax]))(crops))
+  else:
+    probs = softmax(logits_model(crops))
+  return keras.Model(images, probs, name="biwaa_classifier")
+
+
 def probability_model(model, image_size):
   """A Keras model of BIWAAModel `model`'s inference path: preprocessed images ->
   class probabilities (its layer "logits_model" gives the logits)."""

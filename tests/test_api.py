@@ -312,3 +312,20 @@ def test_adapt_dry_run_trains_nothing_and_cpu_replicas_are_refused_late(arrays, 
   with pytest.raises(UserError, match="^cpu_replicas=2: TensorFlow's devices were set up"):
     biwaa_tf.adapt((xs[:90], ys[:90]), xt[:40], backbone="lenet", image_size=28,
                    cpu_replicas=2, verbose=False)
+
+
+@pytest.mark.parametrize("ten_crop", [False, True])
+def test_result_model_takes_raw_images_and_survives_a_keras_file(arrays, tmp_path, ten_crop):
+  (xs, ys), (xt, yt) = arrays
+  result = biwaa_tf.adapt((xs[:120], ys[:120]), (xt[:40], yt[:40]), backbone="lenet",
+                          image_size=28, resize_size=32, random_flip=False, steps_per_run=3,
+                          runs=1, verbose=False, ten_crop=ten_crop)
+  raw = xt[:40, :, :, None]  # 32 x 32 grey uint8, as stored
+  # The model preprocesses as the training evaluated its target (tf.data there).
+  np.testing.assert_allclose(result.model.predict(raw, verbose=0), result.target_probs,
+                             atol=1e-6)
+  assert result.model.get_layer("preprocess").get_config()["resize_size"] == 32
+  result.model.save(tmp_path / "m.keras")
+  loaded = keras.models.load_model(tmp_path / "m.keras")
+  np.testing.assert_array_equal(loaded.predict(raw, verbose=0),
+                                result.model.predict(raw, verbose=0))
