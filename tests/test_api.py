@@ -329,3 +329,23 @@ def test_result_model_takes_raw_images_and_survives_a_keras_file(arrays, tmp_pat
   loaded = keras.models.load_model(tmp_path / "m.keras")
   np.testing.assert_array_equal(loaded.predict(raw, verbose=0),
                                 result.model.predict(raw, verbose=0))
+
+
+def test_the_readme_keras_way_and_what_fit_refuses(arrays):
+  """The README's "Keras way" snippet as written (no num_classes given), Keras' one
+  `optimizer=`, and one line for data fit() cannot train on."""
+  (xs, ys), (xt, _) = arrays
+  data = biwaa_tf.fit_dataset(biwaa_tf.from_arrays("source", xs, ys),
+                              biwaa_tf.from_arrays("target", xt), OPTS, batch_size=18)
+  model = biwaa_tf.BIWAAModel(biwaa_tf.build_backbone("lenet", 28, "none"),
+                              biwaa_tf.MethodConfig(num_classes=10, num_target=len(xt)))
+  model.build_all(28)
+  model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+  assert model.backbone_optimizer is not model.head_optimizer
+  assert model.head_optimizer.get_config()["momentum"] == 0.9
+  history = model.fit(data, epochs=1, steps_per_epoch=3, verbose=0)
+  assert len(history.history["loss"]) == 1
+  for bad in ((xs, ys), tf.data.Dataset.zip((tf.data.Dataset.from_tensor_slices(xs),
+                                             tf.data.Dataset.from_tensor_slices(ys)))):
+    with pytest.raises(ValueError, match=r"^BIWAAModel.fit\(\) takes the paired dataset"):
+      model.fit(*bad) if isinstance(bad, tuple) else model.fit(bad)

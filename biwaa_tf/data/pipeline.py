@@ -164,6 +164,7 @@ def fit_dataset(source, target, opts, batch_size, seed=0, target_balance=None, n
   The same batches the command line trains on (`training_pairs`), without the
   stream positions; infinite: give fit() `steps_per_epoch`.
   """
+  num_classes = num_classes or len(source.class_names)  # the source's classes by default
   return training_pairs(source, target, opts, batch_size, seed, target_balance, num_classes,
                         balance_source, source_distribution).map(lambda batch, positions: batch)
 

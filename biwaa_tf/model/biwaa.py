@@ -33,6 +33,12 @@ class MethodConfig:
   loss_scale_growth_steps: int = loss_scale.GROWTH_STEPS
 
 
+def _is_paired(spec):
+  """Whether a dataset's element_spec is fit_dataset's ((x_s, y_s), (x_t, idx_t, y_t))."""
+  return (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], tuple)
+          and len(spec[0]) == 2 and isinstance(spec[1], tuple) and len(spec[1]) == 3)
+
+
 def _xavier_dense(units, name, activation=None):
   return keras.layers.Dense(units, activation=activation, name=name,
                             kernel_initializer="glorot_normal", bias_initializer="zeros")
@@ -139,8 +145,19 @@ class BIWAAModel(keras.Model):
     `lr` on the backbone, `lr x head_lr_multiplier` on the new layers) and Keras'
     options (`steps_per_execution`, `jit_compile`, `run_eagerly`, ...).
 
+    `optimizer=` (Keras' single optimizer, an instance or a name) gives the backbone that
+    optimizer and the new layers a copy of it (same settings, its own state).
+
     No loss or metrics: the step computes the method's losses (train_step) and
     evaluate() reports the classification loss and accuracy."""
+    optimizer = kwargs.pop("optimizer", None)
+    if optimizer is not None:  # Keras' one optimizer: a copy of it for each group
+      if backbone_optimizer is not None or head_optimizer is not None:
+        raise ValueError("compile(): give optimizer= or backbone_optimizer= and "
+                         "head_optimizer=, not both")
+      optimizer = keras.optimizers.get(optimizer)
+      backbone_optimizer = optimizer
+      head_optimizer = optimizer.__class__.from_config(optimizer.get_config())
     if backbone_optimizer is None or head_optimizer is None:
       backbone_optimizer, head_optimizer = schedules.paper_optimizers(
           lr, head_lr_multiplier, momentum)
@@ -150,10 +167,17 @@ class BIWAAModel(keras.Model):
       for opt, variables in self._optimizer_groups():
         opt.build(variables)
 
-  def fit(self, *args, shuffle=False, **kwargs):
+  def fit(self, x=None, *args, shuffle=False, **kwargs):
     """Keras' fit(); the paired dataset (pipeline.fit_dataset) is infinite and already
     shuffled: give `steps_per_epoch`."""
-    return super().fit(*args, shuffle=shuffle, **kwargs)
+    if args or "y" in kwargs or not isinstance(x, tf.data.Dataset) or not _is_paired(
+        x.element_spec):
+      raise ValueError(
+          "BIWAAModel.fit() takes the paired dataset of biwaa_tf.fit_dataset(source, "
+          "target, options, batch_size): ((source images, labels), (target images, "
+          "indices, labels)) batches; for arrays use biwaa_tf.from_arrays for each domain, "
+          "or biwaa_tf.adapt()")
+    return super().fit(x, shuffle=shuffle, **kwargs)
 
   def test_step(self, data):
     """evaluate() on (images, labels) batches: mean cross-entropy and accuracy."""
