@@ -1,25 +1,16 @@
 """biwaa_tf: BIWAA unsupervised domain adaptation in TensorFlow/Keras.
 
-Which TensorFlow build is required is chosen by BIWAA_TF_VARIANT at install time:
-  cpu (default)  tensorflow-cpu==2.21.0
-  cuda           tensorflow[and-cuda]==2.21.0  (GPU users)
-  none           no TensorFlow requirement (bring your own build)
+The TensorFlow build is an extra, chosen at install time by the user (the metadata is
+static: a wheel built once serves CPU and GPU users alike):
+  pip install "biwaa_tf[cpu]"    tensorflow-cpu==2.21.0
+  pip install "biwaa_tf[cuda]"   tensorflow[and-cuda]==2.21.0  (NVIDIA GPUs, Linux)
+  pip install biwaa_tf           no TensorFlow requirement (bring your own build)
 See BUILD.md.
 """
-
-import os
 
 from setuptools import find_packages, setup
 
 TF_VERSION = "2.21.0"
-_VARIANTS = {
-    "cpu": [f"tensorflow-cpu=={TF_VERSION}"],
-    "cuda": [f"tensorflow[and-cuda]=={TF_VERSION}"],
-    "none": [],
-}
-variant = os.environ.get("BIWAA_TF_VARIANT", "cpu")
-if variant not in _VARIANTS:
-  raise SystemExit(f"BIWAA_TF_VARIANT={variant!r}: choose from {sorted(_VARIANTS)}")
 
 setup(
     name="biwaa_tf",
@@ -28,7 +19,7 @@ setup(
     packages=find_packages(include=["biwaa_tf", "biwaa_tf.*"]),
     package_data={"biwaa_tf": ["lists/*/*.txt", "lists/README.md"]},
     python_requires=">=3.10",
-    install_requires=_VARIANTS[variant] + [
+    install_requires=[
         "keras>=3.10",
         "absl-py>=2.1",
         "numpy>=1.26",
@@ -36,6 +27,9 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
+        # Exactly one of these (both provide the `tensorflow` package).
+        "cpu": [f"tensorflow-cpu=={TF_VERSION}"],
+        "cuda": [f"tensorflow[and-cuda]=={TF_VERSION}"],
         "demo": ["scikit-learn>=1.4"],
         "hub": ["huggingface_hub>=0.23"],
         "digits": ["scipy>=1.10"],

@@ -5,6 +5,7 @@ end with a one-line ``error:`` message and exit status 2; a full disk (or any wr
 disk refuses) with one such line and exit status 1.
 """
 
+import importlib.util
 import os
 import sys
 
@@ -58,6 +59,9 @@ def run(argv=None):
     cfg = biwaa_flags.config_from_flags(FLAGS)
     domains = preflight.prepare_data(cfg)
     preflight.check_model_dir(cfg)
+    if importlib.util.find_spec("tensorflow") is None:
+      raise UserError("TensorFlow is not installed: pip install 'biwaa_tf[cpu]', or "
+                      "'biwaa_tf[cuda]' for NVIDIA GPUs (-e '.[cpu]' in a clone)")
     import tensorflow as tf
 
     from biwaa_tf.train import distribute, iterative

@@ -3,7 +3,7 @@
 # bfloat16 + XLA, then float16 (loss scaling) + XLA; prints each one's accuracy and
 # the training images/s it logged.
 #
-#   BIWAA_TF_VARIANT=cuda pip install -e ".[demo]" && tools/gpu_check.sh [OUT_DIR] [STEPS]
+#   pip install -e ".[cuda,demo]" && tools/gpu_check.sh [OUT_DIR] [STEPS]
 # (BIWAA_GPU_CHECK_ALLOW_CPU=1 runs it on the CPU with one_device, to check the
 # script itself: XLA under MirroredStrategy needs GPUs.)
 set -euo pipefail
@@ -18,7 +18,7 @@ import tensorflow as tf
 gpus = tf.config.list_physical_devices("GPU")
 print("TensorFlow", tf.__version__, "GPUs:", [g.name for g in gpus])
 if not gpus and os.environ.get("BIWAA_GPU_CHECK_ALLOW_CPU") != "1":
-  raise SystemExit("error: no GPU visible to TensorFlow (install with BIWAA_TF_VARIANT=cuda)")
+  raise SystemExit("error: no GPU visible to TensorFlow (install with pip install -e \".[cuda,demo]\")")
 EOF
 printf '%-26s %9s %13s\n' setup accuracy "images/s"
 for setup in "float32" "bfloat16+xla" "float16+xla"; do

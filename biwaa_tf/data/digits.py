@@ -112,7 +112,8 @@ def make_domains(seed=0):
   try:
     from sklearn.datasets import load_digits
   except ImportError:
-    raise UserError("the built-in digits need scikit-learn: pip install -e '.[demo]'") from None
+    raise UserError("the built-in digits need scikit-learn: pip install 'biwaa_tf[demo]' "
+                    "(or -e '.[demo]' in a clone)") from None
   digits = load_digits()
   rng = np.random.default_rng(seed)
   order = rng.permutation(len(digits.target))
