@@ -15,7 +15,9 @@ import dataclasses
 import hashlib
 import logging
 import os
+import re
 import shutil
+import sys
 import tempfile
 
 import numpy as np
@@ -120,8 +122,46 @@ def adapt(source, target, target_eval=None, *, model_dir=None, callbacks=None,
   (dtype policy, random states, backbone registry, logging; _process_state_kept).
   """
   with _process_state_kept():
-    return _adapt(source, target, target_eval, model_dir, callbacks, normalization, strategy,
-                  verbose, options)
+    try:
+      return _adapt(source, target, target_eval, model_dir, callbacks, normalization,
+                    strategy, verbose, options)
+    except UserError as e:  # the same one line, with keywords where it names flags
+      raise type(e)(python_wording(str(e))) from None
+
+
+def python_wording(message):
+  """A message that names command-line flags, as it reads for adapt()'s keywords:
+  '--backbone_weights=x' -> 'backbone_weights=x', '--overwrite' -> 'overwrite'."""
+  return re.sub(r"(?<![\w-])--(\w+)", r"\1", message)
+
+
+def _materialize(data, role):
+  """A tf.data.Dataset of images, or of (image, label) pairs, batched or not -> NumPy
+  (images[, labels]); any other value is returned as it is."""
+  tf = sys.modules.get("tensorflow")
+  if tf is None or not isinstance(data, tf.data.Dataset):
+    return data
+  spec = data.element_spec
+  pairs = isinstance(spec, tuple) and len(spec) == 2
+  image_spec = spec[0] if pairs else spec
+  if not isinstance(image_spec, tf.TensorSpec) or image_spec.shape.rank not in (2, 3, 4):
+    raise UserError(f"{role}: a dataset of {spec}; give one of images (H x W x C) or of "
+                    "(image, label) pairs, batched or not")
+  shape = image_spec.shape
+  if shape.rank == 4 or (shape.rank == 3 and shape[-1] not in (1, 3)):  # batches
+    data = data.unbatch()  # (B x H x W x C, or B x H x W grey)
+  images, labels = [], []
+  for element in data.as_numpy_iterator():
+    images.append(element[0] if pairs else element)
+    if pairs:
+      labels.append(element[1])
+  if len({i.shape for i in images}) > 1:
+    raise UserError(f"{role}: the dataset's images have different sizes "
+                    f"({sorted({i.shape for i in images})[:3]}...); resize them to one size "
+                    "(e.g. Dataset.map(tf.image.resize)) first")
+  if not images:
+    raise UserError(f"{role}: the dataset is empty")
+  return (np.stack(images), np.stack(labels)) if pairs else np.stack(images)
 
 
 def _adapt(source, target, target_eval, model_dir, callbacks, normalization, strategy,
@@ -143,6 +183,11 @@ def _adapt(source, target, target_eval, model_dir, callbacks, normalization, str
     model_dir = tempfile.mkdtemp(prefix="biwaa-adapt-")
   given = {"source": source, "target": target,
            "target_eval": target if target_eval is None else target_eval}
+  given = {role: data if role == "target_eval" and data is target else
+           _materialize(data, role) for role, data in given.items()}
+  if given["target_eval"] is target:
+    given["target_eval"] = given["target"]
+  target = given["target"]
   specs, arrays = {}, {}
   for role, data in given.items():
     if isinstance(data, (str, os.PathLike)):
@@ -158,6 +203,8 @@ def _adapt(source, target, target_eval, model_dir, callbacks, normalization, str
         progress=options.pop("progress", verbose), overwrite=options.pop("overwrite", temporary),
         **options)
     domains = preflight.prepare_data(cfg, load=_loader(cfg, arrays))
+    if "image_size" not in options:
+      _check_default_image_size(cfg, domains)
     if not cfg.dry_run:
       preflight.check_model_dir(cfg)  # a busy or foreign model_dir, before TensorFlow starts
     strategy = strategy or _strategy(cfg)
@@ -169,6 +216,17 @@ def _adapt(source, target, target_eval, model_dir, callbacks, normalization, str
   finally:
     if temporary:
       shutil.rmtree(model_dir, ignore_errors=True)
+
+
+def _check_default_image_size(cfg, domains):
+  """Refuses the default image_size (224, for ImageNet backbones) on array images less
+  than half its size: they would train upscaled, slowly and for nothing."""
+  images = domains.source.images
+  if images is not None and 2 * min(images.shape[1:3]) < cfg.image_size:
+    h, w = images.shape[1:3]
+    raise UserError(f"source: {h} x {w} images, and the default image_size={cfg.image_size} "
+                    f"would upscale them {cfg.image_size / min(h, w):.0f}x; pass image_size="
+                    f"{min(h, w)} (or the size the backbone wants)")
 
 
 def _strategy(cfg):

@@ -349,3 +349,33 @@ def test_the_readme_keras_way_and_what_fit_refuses(arrays):
                                              tf.data.Dataset.from_tensor_slices(ys)))):
     with pytest.raises(ValueError, match=r"^BIWAAModel.fit\(\) takes the paired dataset"):
       model.fit(*bad) if isinstance(bad, tuple) else model.fit(bad)
+
+
+def test_adapt_takes_tf_data_datasets(arrays):
+  (xs, ys), (xt, yt) = arrays
+  source = tf.data.Dataset.from_tensor_slices((xs[:90], ys[:90])).batch(16)  # batched pairs
+  target = tf.data.Dataset.from_tensor_slices(xt[:40])                        # images
+  from_data = biwaa_tf.adapt(source, target, backbone="lenet", image_size=28, steps_per_run=2,
+                             runs=1, method="source_only", verbose=False, deterministic=True)
+  from_arrays = biwaa_tf.adapt((xs[:90], ys[:90]), xt[:40], backbone="lenet", image_size=28,
+                               steps_per_run=2, runs=1, method="source_only", verbose=False,
+                               deterministic=True)
+  np.testing.assert_allclose(from_data.target_probs, from_arrays.target_probs, atol=1e-6)
+  with pytest.raises(UserError, match="^source: a dataset of"):
+    biwaa_tf.adapt(tf.data.Dataset.range(3), target, backbone="lenet", verbose=False)
+
+
+def test_adapt_errors_name_keywords_and_image_sizes(arrays):
+  (xs, ys), (xt, _) = arrays
+  small = xs[:60, :8, :8]
+  with pytest.raises(UserError) as e:
+    biwaa_tf.adapt((small, ys[:60]), small, backbone="lenet", verbose=False)
+  assert str(e.value) == ("source: 8 x 8 images, and the default image_size=224 would upscale "
+                          "them 28x; pass image_size=8 (or the size the backbone wants)")
+  with pytest.raises(UserError, match=r"^backbone=lenet cannot take 8 x 8 images "
+                                      r"\(image_size\): Computed output size"):
+    biwaa_tf.adapt((small, ys[:60]), small, backbone="lenet", image_size=8, resize_size=8,
+                   verbose=False)
+  with pytest.raises(UserError, match=r"^backbone_weights=/nonexistent.h5: no such file$"):
+    biwaa_tf.adapt((xs, ys), xt, backbone="lenet", image_size=28,
+                   backbone_weights="/nonexistent.h5", verbose=False)

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from biwaa_tf import io_utils
+from biwaa_tf import errors, io_utils
 from biwaa_tf.config import run_config
 from biwaa_tf.data import pipeline
 from biwaa_tf.errors import UserError
@@ -55,14 +55,22 @@ _POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_
 def build_model(cfg, domains, seed):
   keras.mixed_precision.set_global_policy(_POLICIES[cfg.mixed_precision])
   keras.utils.set_random_seed(seed)
-  backbone = backbones.build_backbone(cfg.backbone, cfg.image_size, cfg.backbone_weights)
+  try:
+    backbone = backbones.build_backbone(cfg.backbone, cfg.image_size, cfg.backbone_weights)
+  except ValueError as e:  # Keras' shape checks: the network cannot take these images
+    raise UserError(f"--backbone={cfg.backbone} cannot take {cfg.image_size} x "
+                    f"{cfg.image_size} images (--image_size): {errors.reason(e)}") from None
   replicas = tf.distribute.get_strategy().num_replicas_in_sync
   if cfg.sync_batch_norm and replicas > 1 and backbones.synchronize_batch_norm(backbone):
     log.info("batch normalisation statistics over all %d replicas", replicas)
   backbone_opt, head_opt = schedules.paper_optimizers(cfg.lr, cfg.head_lr_multiplier,
                                                      cfg.momentum)
   model = BIWAAModel(backbone, method_config(cfg, domains), backbone_opt, head_opt, seed=seed)
-  model.build_all(cfg.image_size)
+  try:
+    model.build_all(cfg.image_size)
+  except ValueError as e:
+    raise UserError(f"--backbone={cfg.backbone} cannot take {cfg.image_size} x "
+                    f"{cfg.image_size} images (--image_size): {errors.reason(e)}") from None
   return model
 
 
