@@ -5,7 +5,6 @@ end with a one-line ``error:`` message and exit status 2; a full disk (or any wr
 disk refuses) with one such line and exit status 1.
 """
 
-import importlib.util
 import os
 import sys
 
@@ -59,10 +58,13 @@ def run(argv=None):
     cfg = biwaa_flags.config_from_flags(FLAGS)
     domains = preflight.prepare_data(cfg)
     preflight.check_model_dir(cfg)
-    if importlib.util.find_spec("tensorflow") is None:
+    try:
+      import tensorflow as tf
+    except ModuleNotFoundError as e:
+      if e.name != "tensorflow":
+        raise
       raise UserError("TensorFlow is not installed: pip install 'biwaa_tf[cpu]', or "
-                      "'biwaa_tf[cuda]' for NVIDIA GPUs (-e '.[cpu]' in a clone)")
-    import tensorflow as tf
+                      "'biwaa_tf[cuda]' for NVIDIA GPUs (-e '.[cpu]' in a clone)") from None
 
     from biwaa_tf.train import distribute, iterative
     if cfg.deterministic:

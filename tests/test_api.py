@@ -285,7 +285,8 @@ def test_adapt_refuses_other_arrays_in_its_model_dir(arrays, tmp_path):
                  model_dir=str(tmp_path / "m"))
   biwaa_tf.adapt((xs[:90], ys[:90]), xt[:40], **options)
   with pytest.raises(UserError, match=r"holds a training with different flags "
-                                      r"\(--source=array:source:90x32x32-uint8-[0-9a-f]{16}"):
+                                      r"\(source=array:source:90x32x32-uint8-[0-9a-f]{16}.*; "
+                                      r"use another model_dir or overwrite$"):
     biwaa_tf.adapt((xs[90:180], ys[90:180]), xt[:40], **options)  # the same size
 
 
