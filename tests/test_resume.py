@@ -1,5 +1,7 @@
-"""Kill training with SIGKILL at several points, resume, and lose nothing."""
+"""Kill training with SIGKILL at several points, damage its checkpoints, fill its disk:
+resume, and lose nothing."""
 
+import glob
 import os
 import subprocess
 import sys
@@ -58,8 +60,8 @@ def test_a_different_step_count_is_detected(tiny_domains, tmp_path, uninterrupte
 
 
 @pytest.mark.parametrize("damaged, resumed_line", [
+    # (Both damaged, the run starts again from step 0: test_faults, resume_point.)
     (("ckpt-4",), "cannot be read (Read less bytes than requested): removed; resuming from "),
-    (("ckpt-2", "ckpt-4"), "no readable checkpoint is left: run 0 starts again from step 0"),
 ])
 def test_a_damaged_checkpoint_resumes_from_the_one_before(tiny_domains, tmp_path, uninterrupted,
                                                           damaged, resumed_line):
@@ -87,3 +89,43 @@ def test_a_damaged_checkpoint_resumes_from_the_one_before(tiny_domains, tmp_path
   for r in (0, 1):
     name = f"run_{r}/target_probs.npy"
     assert (tmp_path / "m" / name).read_bytes() == (uninterrupted / name).read_bytes()
+
+
+def _mount_tmpfs(path, size):
+  path.mkdir()
+  res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                       capture_output=True)
+  return res.returncode == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or os.geteuid() != 0,
+                    reason="mounting a small file system needs root on Linux")
+def test_a_full_disk_end_to_end_stops_in_one_line_and_resumes_bit_exact(tiny_domains,
+                                                                       tmp_path, uninterrupted):
+  """A real 40 MiB file system: run 0's two checkpoints and run 1's first fit, its
+  second does not (a lenet checkpoint is 14.5 MiB); after the space is grown, the same
+  command resumes and ends with the bits of a training on a roomy disk."""
+  root, src, tgt = tiny_domains
+  disk = tmp_path / "disk"
+  if not _mount_tmpfs(disk, "40m"):
+    pytest.skip("mount -t tmpfs is not permitted here")
+  try:
+    full = run_main(tiny_flags(root, src, tgt, disk / "m", *FLAGS))
+    assert full.returncode == 1, full.stderr[-2000:]
+    errors = [line for line in full.stderr.splitlines() if not line.startswith(("I ", "W "))]
+    assert len(errors) == 1, full.stderr
+    assert errors[0].startswith(f"error: {disk}/m/run_1/ckpt: no space left on device "
+                                "while writing the checkpoint of step")
+    assert "is kept; free space and re-run the same command to resume" in errors[0]
+    warned = [line for line in full.stderr.splitlines() if "free under" in line]
+    assert warned and warned[0].startswith("W run 0: 40.0 MiB free under")  # warned early
+    assert not glob.glob(str(disk / "**" / "*_temp"), recursive=True)
+    assert not glob.glob(str(disk / "**" / ".tmp-*"), recursive=True)
+    subprocess.run(["mount", "-o", "remount,size=200m", str(disk)], check=True)
+    resumed = run_main(tiny_flags(root, src, tgt, disk / "m", *FLAGS))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    for r in (0, 1):  # the bits of the training on a roomy disk
+      name = f"run_{r}/target_probs.npy"
+      assert (disk / "m" / name).read_bytes() == (uninterrupted / name).read_bytes()
+  finally:
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
