@@ -380,3 +380,15 @@ def test_adapt_errors_name_keywords_and_image_sizes(arrays):
   with pytest.raises(UserError, match=r"^backbone_weights=/nonexistent.h5: no such file$"):
     biwaa_tf.adapt((xs, ys), xt, backbone="lenet", image_size=28,
                    backbone_weights="/nonexistent.h5", verbose=False)
+
+
+def test_restore_trained_on_an_array_training_says_why_in_one_line(arrays, tmp_path):
+  from biwaa_tf.train import iterative
+  (xs, ys), (xt, _) = arrays
+  biwaa_tf.adapt((xs[:90], ys[:90]), xt[:40], backbone="lenet", image_size=28,
+                 steps_per_run=1, runs=1, method="source_only", verbose=False,
+                 model_dir=str(tmp_path / "m"))
+  with pytest.raises(UserError, match=r"^source: this training was given NumPy arrays "
+                                      r"\(array:source:90x32x32-uint8-[0-9a-f]{16}\), which "
+                                      r"are not kept on disk; call biwaa_tf.adapt\(\) again"):
+    iterative.restore_trained(str(tmp_path / "m"))

@@ -32,7 +32,7 @@ def prepare_data(cfg, check_images=True, load=None):
 
   `load(spec, num_classes)` reads one dataset (default: a list file, folder or builtin
   under --data_root; the Python API passes one that also knows in-memory arrays)."""
-  load = load or (lambda spec, k: lists.load_image_list(spec, cfg.data_root, k, cfg.download))
+  load = load or (lambda spec, k: _load_files(spec, cfg, k))
   normalization = backbone_normalization(cfg.backbone)  # refuses an unknown one first
   if cfg.backbone_weights not in ("imagenet", "none") and not os.path.isfile(
       cfg.backbone_weights):
@@ -61,6 +61,16 @@ def prepare_data(cfg, check_images=True, load=None):
     raise UserError(f"--balanced_target=oracle needs labels in {target.name}")
   target, target_eval = subsample_target(cfg, target, target_eval)
   return lists.Domains(source, target, target_eval, source.class_names, normalization)
+
+
+def _load_files(spec, cfg, num_classes):
+  """A dataset named on the command line (or in a flags.txt); a domain that adapt() was
+  given as NumPy arrays (recorded as array:<role>:...) is not on disk: said in one line."""
+  if spec.startswith("array:"):
+    raise UserError(f"{spec.split(':')[1]}: this training was given NumPy arrays "
+                    f"({spec}), which are not kept on disk; call biwaa_tf.adapt() again "
+                    "with the same arrays and model_dir (it resumes and returns the model)")
+  return lists.load_image_list(spec, cfg.data_root, num_classes, cfg.download)
 
 
 def subsample_target(cfg, target, target_eval):
