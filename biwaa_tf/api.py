@@ -23,20 +23,24 @@ import tempfile
 import numpy as np
 
 from biwaa_tf import config as config_lib
+from biwaa_tf.data import lists
 from biwaa_tf.errors import UserError
 
 log = logging.getLogger(__name__)
 
-# flags.txt records a domain given as NumPy arrays as array:<role>:<fingerprint>, so that
-# a model_dir refuses other arrays (resume_key).
-ARRAY = "array:"
+ARRAY = lists.ARRAY
+
+
+def _images_and_labels(data):
+  """(images, labels or None) of an array domain: images alone, or (images, labels)."""
+  return data if isinstance(data, (tuple, list)) and len(data) == 2 else (data, None)
 
 
 def array_spec(role, data):
-  """'array:<role>:<N>x<H>x<W>x<C>-<dtype>-<digest>' for (images[, labels]): the shape,
-  dtype and a BLAKE2b digest of the images and labels, which tells a resume on the same
-  arrays from one on others of the same size."""
-  images, labels = data if isinstance(data, (tuple, list)) and len(data) == 2 else (data, None)
+  """'array:<role>:<N>x<H>x<W>x<C>-<dtype>-<digest>' for (images[, labels]), as flags.txt
+  records an array domain: the shape, dtype and a BLAKE2b digest of the images and
+  labels, so that a model_dir refuses other arrays of the same size."""
+  images, labels = _images_and_labels(data)
   images = np.asarray(images)
   digest = hashlib.blake2b(digest_size=8)
   digest.update(np.ascontiguousarray(images).data)
@@ -74,20 +78,17 @@ class AdaptResult:
     """Class probabilities of raw images (NumPy N x H x W x {1,3}, uint8, or float in
     [0, 1] as adapt() takes them), through `model` (which preprocesses as the training
     evaluated its target: resize, crop(s), normalisation)."""
-    from biwaa_tf.data import lists
     images = lists.as_uint8_rgb(images, "images")
     return self.model.predict(images, batch_size=batch_size, verbose=0)
 
 
 def _loader(cfg, arrays):
   """prepare_data's `load`: the placeholder specs of NumPy domains -> in-memory lists."""
-  from biwaa_tf.data import lists
 
   def load(spec, num_classes):
     if spec not in arrays:
       return lists.load_image_list(spec, cfg.data_root, num_classes, cfg.download)
-    data = arrays[spec]
-    images, labels = data if isinstance(data, (tuple, list)) and len(data) == 2 else (data, None)
+    images, labels = _images_and_labels(arrays[spec])
     return lists.from_arrays(spec[len(ARRAY):].split(":")[0], images, labels, num_classes)
   return load
 
@@ -181,13 +182,10 @@ def _adapt(source, target, target_eval, model_dir, callbacks, normalization, str
   temporary = model_dir is None
   if temporary:
     model_dir = tempfile.mkdtemp(prefix="biwaa-adapt-")
-  given = {"source": source, "target": target,
-           "target_eval": target if target_eval is None else target_eval}
-  given = {role: data if role == "target_eval" and data is target else
-           _materialize(data, role) for role, data in given.items()}
-  if given["target_eval"] is target:
-    given["target_eval"] = given["target"]
-  target = given["target"]
+  same_eval = target_eval is None or target_eval is target
+  source, target = _materialize(source, "source"), _materialize(target, "target")
+  target_eval = target if same_eval else _materialize(target_eval, "target_eval")
+  given = {"source": source, "target": target, "target_eval": target_eval}
   specs, arrays = {}, {}
   for role, data in given.items():
     if isinstance(data, (str, os.PathLike)):

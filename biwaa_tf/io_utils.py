@@ -21,12 +21,8 @@ from biwaa_tf.errors import StorageError
 _STORAGE_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
                    errno.EFBIG: "file too large for the file system or ulimit -f",
                    errno.EROFS: "read-only file system", errno.EIO: "input/output error"}
-# The same, as TensorFlow's C++ file system words them in its errors.
-_TF_WORDINGS = {"No space left on device": "no space left on device",
-                "Disk quota exceeded": "disk quota exceeded",
-                "File too large": "file too large for the file system or ulimit -f",
-                "Read-only file system": "read-only file system",
-                "Input/output error": "input/output error"}
+# The same as TensorFlow's C++ file system words them in its errors: strerror's text.
+_TF_WORDINGS = {os.strerror(code): reason for code, reason in _STORAGE_ERRNOS.items()}
 
 
 def format_bytes(n):

@@ -23,6 +23,7 @@ the reference; the report lists each kill and the largest difference (0.0 expect
 Exit status 0 when they are all the same bits.
 """
 
+import collections
 import json
 import os
 import random
@@ -203,6 +204,12 @@ def compare(reference, killed, runs):
   return worst
 
 
+def _flag(command, name, default):
+  """An integer flag's value in the training command (its last --name=value), or default."""
+  values = [a.split("=", 1)[1] for a in command if a.startswith(f"--{name}=")]
+  return int(values[-1]) if values else default
+
+
 def main(argv):
   import argparse
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -213,11 +220,9 @@ def main(argv):
                       help="(read from the command; give it if it comes from a flagfile)")
   args, command = parser.parse_known_args(argv)
   command = [a for a in command if a != "--"] + ["--deterministic", "--noprogress"]
-  runs = int(next((a.split("=")[1] for a in command if a.startswith("--runs=")), 1))
-  steps = args.steps_per_run or int(next(
-      (a.split("=")[1] for a in command if a.startswith("--steps_per_run=")), 100))
-  every = int(next((a.split("=")[1] for a in command if a.startswith("--checkpoint_every=")),
-                   steps))
+  runs = _flag(command, "runs", 1)
+  steps = args.steps_per_run or _flag(command, "steps_per_run", 100)
+  every = _flag(command, "checkpoint_every", steps)
   shutil.rmtree(args.work, ignore_errors=True)
   os.makedirs(args.work)
   reference = os.path.join(args.work, "reference")
@@ -254,9 +259,7 @@ def main(argv):
     return 1
   damaged = [line for line in res.stderr.splitlines() if "cannot be read" in line]
   worst = compare(reference, killed, runs)
-  kinds = {}
-  for kind in hits:
-    kinds[kind] = kinds.get(kind, 0) + 1
+  kinds = collections.Counter(hits)
   print(f"kills: {len(hits)} landed ({finished} plan(s) came after the end and restarted "
         "the training); " + ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items())))
   for line in damaged:

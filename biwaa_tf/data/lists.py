@@ -22,6 +22,8 @@ from biwaa_tf.errors import UserError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 SHIPPED_LISTS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "lists")
 UNLABELLED = -1
+# How flags.txt names a domain that adapt() was given as NumPy arrays (api.array_spec).
+ARRAY = "array:"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +52,7 @@ class ImageList:
     return dataclasses.replace(
         self, paths=tuple(p for p, k in zip(self.paths, keep) if k),
         labels=self.labels[keep], images=None if self.images is None else self.images[keep])
+
 
 
 def as_uint8_rgb(images, name):

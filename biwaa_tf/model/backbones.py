@@ -5,6 +5,7 @@ Each backbone maps S x S x 3 images to a pooled feature vector G_f(x).
 
 import os
 
+from biwaa_tf import errors
 from biwaa_tf.errors import UserError
 
 # torchvision's ImageNet-1k V1 ResNet-50 weights, as timm publishes them in safetensors.
@@ -40,7 +41,7 @@ def _download_torchvision_resnet50():
     return huggingface_hub.hf_hub_download(TORCHVISION_RESNET50_REPO, TORCHVISION_RESNET50_FILE)
   except Exception as e:  # noqa: BLE001  (offline, proxy, disk: all end the same way)
     raise UserError(f"--backbone_weights=imagenet: cannot fetch {TORCHVISION_RESNET50_FILE} "
-                    f"({_first_line(e)[:120]}); {advice}") from None
+                    f"({errors.reason(e)[:120]}); {advice}") from None
 
 
 def resnet50_keras(image_size, weights):
@@ -109,13 +110,7 @@ def _load_file(model, path):
   try:
     model.load_weights(path)
   except Exception as e:  # noqa: BLE001  (any loader failure is the file's fault)
-    raise UserError(f"--backbone_weights={path}: cannot load: {_first_line(e)}") from None
-
-
-def _first_line(error):
-  """An exception as one line (its message's first line, or its type's name)."""
-  text = str(error).strip()
-  return text.splitlines()[0] if text else type(error).__name__
+    raise UserError(f"--backbone_weights={path}: cannot load: {errors.reason(e)}") from None
 
 
 BACKBONES = {"resnet50": resnet50, "resnet50_keras": resnet50_keras, "lenet": lenet,
@@ -146,7 +141,7 @@ def from_keras_model(model):
       copy = keras.models.clone_model(model)
     except Exception as e:  # noqa: BLE001  (subclassed models cannot be cloned)
       raise UserError(f"backbone {model.name}: cannot be copied for each run "
-                      f"({_first_line(e)}); build it with the Functional or Sequential "
+                      f"({errors.reason(e)}); build it with the Functional or Sequential "
                       "API") from None
     if not _has_graph(copy):  # a Sequential without an Input: give it one
       inputs = keras.Input((image_size, image_size, 3), name="images")

@@ -66,7 +66,7 @@ def prepare_data(cfg, check_images=True, load=None):
 def _load_files(spec, cfg, num_classes):
   """A dataset named on the command line (or in a flags.txt); a domain that adapt() was
   given as NumPy arrays (recorded as array:<role>:...) is not on disk: said in one line."""
-  if spec.startswith("array:"):
+  if spec.startswith(lists.ARRAY):
     raise UserError(f"{spec.split(':')[1]}: this training was given NumPy arrays "
                     f"({spec}), which are not kept on disk; call biwaa_tf.adapt() again "
                     "with the same arrays and model_dir (it resumes and returns the model)")

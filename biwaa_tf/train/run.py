@@ -1,5 +1,6 @@
 """One training run: build, (resume,) train steps with checkpoints, evaluate, save."""
 
+import contextlib
 import logging
 import os
 import shutil
@@ -52,25 +53,29 @@ def method_config(cfg, domains):
 _POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
+@contextlib.contextmanager
+def _image_size_errors(cfg):
+  """Keras' shape checks while building: the network cannot take these images."""
+  try:
+    yield
+  except ValueError as e:
+    raise UserError(f"--backbone={cfg.backbone} cannot take {cfg.image_size} x "
+                    f"{cfg.image_size} images (--image_size): {errors.reason(e)}") from None
+
+
 def build_model(cfg, domains, seed):
   keras.mixed_precision.set_global_policy(_POLICIES[cfg.mixed_precision])
   keras.utils.set_random_seed(seed)
-  try:
+  with _image_size_errors(cfg):
     backbone = backbones.build_backbone(cfg.backbone, cfg.image_size, cfg.backbone_weights)
-  except ValueError as e:  # Keras' shape checks: the network cannot take these images
-    raise UserError(f"--backbone={cfg.backbone} cannot take {cfg.image_size} x "
-                    f"{cfg.image_size} images (--image_size): {errors.reason(e)}") from None
   replicas = tf.distribute.get_strategy().num_replicas_in_sync
   if cfg.sync_batch_norm and replicas > 1 and backbones.synchronize_batch_norm(backbone):
     log.info("batch normalisation statistics over all %d replicas", replicas)
   backbone_opt, head_opt = schedules.paper_optimizers(cfg.lr, cfg.head_lr_multiplier,
                                                      cfg.momentum)
   model = BIWAAModel(backbone, method_config(cfg, domains), backbone_opt, head_opt, seed=seed)
-  try:
+  with _image_size_errors(cfg):
     model.build_all(cfg.image_size)
-  except ValueError as e:
-    raise UserError(f"--backbone={cfg.backbone} cannot take {cfg.image_size} x "
-                    f"{cfg.image_size} images (--image_size): {errors.reason(e)}") from None
   return model
 
 
