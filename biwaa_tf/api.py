@@ -63,6 +63,10 @@ class AdaptResult:
   runs:         the per-run result dicts (accuracy, per_class_accuracy, histogram, ...).
   final_accuracy, final_per_class_accuracy: the last run's, None without target labels.
   model_dir:    where the training lives (None when it ran in a temporary directory).
+  verdict:      did adaptation likely help (label_shift.verdict: "helped", "confidence",
+                "evidence"), against the label-shift check's source-only probe; None
+                with label_shift_check=False.
+  label_shift_check: the check's decision (estimated prior, its shift, the path taken).
   """
   model: object
   target_probs: np.ndarray
@@ -73,6 +77,8 @@ class AdaptResult:
   config: config_lib.TrainConfig
   model_dir: str
   image_options: object
+  verdict: dict = None
+  label_shift_check: dict = None
 
   def predict(self, images, batch_size=64):
     """Class probabilities of raw images (NumPy N x H x W x {1,3}, uint8, or float in
@@ -302,9 +308,10 @@ def _train(cfg, domains, strategy, callbacks, kept_dir):
                     "one inter-op thread; under CPU load the bits may differ (call "
                     "tf.config.threading.set_inter_op_parallelism_threads(1) first)")
   summary = iterative.train(cfg, strategy, domains, callbacks=callbacks)
-  last = cfg.runs - 1
+  last = summary["runs"][-1]["run"]
   run_dir = os.path.join(cfg.model_dir, f"run_{last}")
-  model = run_lib.restore_model(cfg, domains, last, run_dir)
+  model = run_lib.restore_model(iterative.effective_config(cfg, cfg.model_dir), domains, last,
+                                run_dir)
   opts = run_lib.image_options(cfg, domains.normalization, cfg.ten_crop)
   return AdaptResult(
       model=export.classifier_model(model, opts),
@@ -312,4 +319,5 @@ def _train(cfg, domains, strategy, callbacks, kept_dir):
       runs=summary["runs"], final_accuracy=summary["final_accuracy"],
       final_per_class_accuracy=summary["final_per_class_accuracy"],
       class_names=tuple(domains.class_names), config=cfg, model_dir=kept_dir,
-      image_options=opts)
+      image_options=opts, verdict=summary.get("verdict"),
+      label_shift_check=summary.get("label_shift_check"))

@@ -43,6 +43,8 @@ class TrainConfig:
   balanced_target: str = "auto"
   prior_matching: bool = False      # label-shifted targets: source sampled by the target prior
   first_run: str = "adapt"
+  label_shift_check: bool = True    # a source-only probe run decides the path (label_shift.py)
+  label_shift_threshold: float = 0.2  # TV of the probe's predicted prior that counts as shift
   target_subsample: str = "none"    # none | long_tail:R | reverse_tail:R | step:R | partial:N
   backbone: str = "resnet50"
   backbone_weights: str = None      # None: by backbone
@@ -147,6 +149,7 @@ def resolve(cfg):
   _require(0 <= cfg.within_run_momentum <= 1, "within_run_momentum", "must be in [0, 1]")
   _require(cfg.grl_ramp_steps > 0, "grl_ramp_steps", "must be positive")
   _require(cfg.cpu_replicas >= 0, "cpu_replicas", "must be >= 0")
+  _require(0 <= cfg.label_shift_threshold <= 1, "label_shift_threshold", "must be in [0, 1]")
   parse_subsample(cfg.target_subsample)
   _require(not (cfg.prior_matching and cfg.balanced_target in ("pseudo", "oracle")),
            "balanced_target", f"{cfg.balanced_target} loads the target class-balanced, but "
@@ -164,13 +167,26 @@ def resolve(cfg):
   return TrainConfig(**values)
 
 
+def source_only_config(cfg):
+  """cfg without the adversarial branch (the source-only run and probe)."""
+  return dataclasses.replace(cfg, method="source_only", feature_weighting=False, ms_loss=False)
+
+
 def run_config(cfg, run):
   """The configuration run `run` trains with: --first_run=source_only makes run 0 a
   source-only run (its predictions seed the later runs' loaders and bootstrap)."""
   if run == 0 and cfg.first_run == "source_only":
-    return dataclasses.replace(cfg, method="source_only", feature_weighting=False,
-                               ms_loss=False)
+    return source_only_config(cfg)
   return cfg
+
+
+def probes_label_shift(cfg):
+  """Whether the training starts with the label-shift check's source-only probe: on by
+  default for an adversarial BIWAA-I whose runs start by adapting (--first_run=adapt)
+  and load the target by pseudo-labels; the other settings already say how to treat
+  label shift."""
+  return (cfg.label_shift_check and cfg.adversarial and cfg.first_run == "adapt"
+          and not cfg.prior_matching and cfg.balanced_target in ("auto", "pseudo"))
 
 
 SUBSAMPLE_KINDS = ("long_tail", "reverse_tail", "step", "partial")  # data/lists.py

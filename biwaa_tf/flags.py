@@ -82,6 +82,18 @@ def define_flags():
   _enum("first_run", "adapt = run 0 adapts (the paper); source_only = run 0 trains on the "
                      "source alone and only seeds the later runs (their loaders and "
                      "bootstrap); use with --runs >= 2.")
+  _boolean("label_shift_check", "Guard against label shift (the target's class proportions "
+                                "differing from the source's), on by default for your data: "
+                                "a source-only probe run first; if its predicted target class "
+                                "proportions are far from the source's, the adapted runs start "
+                                "from it (as --first_run=source_only), else the paper's runs are "
+                                "trained unchanged. The training ends with a verdict (did "
+                                "adaptation likely help?) against the probe. The benchmark "
+                                "flagfiles turn it off (--nolabel_shift_check: the paper).")
+  _float("label_shift_threshold", "The label-shift check finds a shift when the probe's "
+                                  "predicted target class proportions are more than this "
+                                  "total-variation distance from the source's (0: always take "
+                                  "the label-shift path, 1: never).")
   # Model.
   _string("backbone", "Backbone: resnet50 (torchvision's ResNet-50 v1.5, the authors' network), "
                       "resnet50_keras (Keras' ResNet-50 v1 with Caffe weights), lenet (digits) "

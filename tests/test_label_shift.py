@@ -108,3 +108,101 @@ def tensorboard_tags(directory):
     for event in tf.compat.v1.train.summary_iterator(path):
       tags.update(v.tag for v in event.summary.value)
   return tags
+
+
+def test_prior_shift_and_decision():
+  uniform = [0.25] * 4
+  assert label_shift.prior_shift([0.25, 0.25, 0.25, 0.25], uniform) == 0.0
+  # 0.5 * (|0.55 - 0.25| + |0.25 - 0.25| + |0.15 - 0.25| + |0.05 - 0.25|) = 0.3
+  assert label_shift.prior_shift([55, 25, 15, 5], uniform) == pytest.approx(0.3)
+  shifted = label_shift.shift_decision([55, 25, 15, 5], uniform, 0.2)
+  assert shifted["shift"] and shifted["path"] == "source_only_first"
+  assert shifted["estimated_prior"] == [0.55, 0.25, 0.15, 0.05]
+  assert not label_shift.shift_decision([55, 25, 15, 5], uniform, 0.31)["shift"]
+  line = label_shift.describe_decision(shifted)
+  assert "from 55.0% (class 0) to 5.0% (class 3), 0.30 from the source's" in line
+  assert "label shift likely" in line
+
+
+def posteriors(pred, confidence):
+  p = np.full((len(pred), 3), (1 - confidence) / 2)
+  p[np.arange(len(pred)), pred] = confidence
+  return p
+
+
+@pytest.mark.parametrize("shift, final_scores, helped", [
+    (True, {"snd_score": 2.0, "mean_entropy": 0.1}, "likely"),     # SND up, entropy down
+    (True, {"snd_score": 1.0, "mean_entropy": 0.3}, "unlikely"),   # both worse
+    (True, {"snd_score": 2.0, "mean_entropy": 0.3}, "unsure"),     # they disagree
+    (False, {"im_score": 0.9, "mean_entropy": 0.1}, "likely"),     # the regime's scores
+    (False, {"im_score": 0.5, "mean_entropy": 0.1}, "unsure")])
+def test_verdict_reads_the_regimes_scores(shift, final_scores, helped):
+  reference = {"snd_score": 1.5, "im_score": 0.7, "mean_entropy": 0.2,
+               "predicted_histogram": [0.5, 0.3, 0.2]}
+  final = dict(final_scores, predicted_histogram=[0.4, 0.3, 0.3])
+  ref_pred = np.array([0] * 5 + [1] * 3 + [2] * 2)
+  fin_pred = np.array([0] * 4 + [1] * 3 + [2] * 3)
+  v = label_shift.verdict(reference, final, posteriors(ref_pred, 0.8),
+                          posteriors(fin_pred, 0.9), shift)
+  assert v["helped"] == helped
+  assert v["evidence"]["agreement_with_source_only"] == 0.8
+  assert v["evidence"]["histogram_change"] == pytest.approx(0.1)
+  assert v["evidence"]["label_shift_found"] is shift
+  assert "verdict: adaptation" in label_shift.describe_verdict(v)
+  same = label_shift.verdict(reference, final, posteriors(ref_pred, 0.8),
+                             posteriors(ref_pred, 0.9), shift)
+  assert same["helped"] == "unchanged"
+
+
+def results_and_probs(out, runs):
+  summary = json.loads((out / "results.json").read_text())
+  return summary, [np.load(out / f"run_{r}" / "target_probs.npy") for r in range(runs)]
+
+
+@pytest.mark.parametrize("threshold, reference_flags", [
+    ("1", ["--nolabel_shift_check"]),                        # no shift found: the paper
+    ("0", ["--nolabel_shift_check", "--first_run=source_only"])])  # shift: from the probe
+def test_check_trains_exactly_one_of_the_two_paths(tiny_domains, tmp_path, threshold,
+                                                   reference_flags):
+  root, src, tgt = tiny_domains
+  common = ["--runs=2", "--deterministic", "--steps_per_run=4", "--checkpoint_every=2"]
+  out, ref = tmp_path / "check", tmp_path / "reference"
+  res = run_main(tiny_flags(root, src, tgt, out, *common, "--label_shift_check",
+                            f"--label_shift_threshold={threshold}"))
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert run_main(tiny_flags(root, src, tgt, ref, *common, *reference_flags)).returncode == 0
+  summary, probs = results_and_probs(out, 2)
+  _, expected = results_and_probs(ref, 2)
+  for got, want in zip(probs, expected):
+    np.testing.assert_array_equal(got, want)  # bit for bit
+  decision = json.loads((out / "label_shift.json").read_text())
+  assert summary["label_shift_check"] == decision
+  assert decision["shift"] is (threshold == "0")
+  probe = np.load(out / "source_only" / "target_probs.npy")
+  if decision["shift"]:  # run 0 is the probe itself
+    np.testing.assert_array_equal(probs[0], probe)
+    assert "label shift likely" in res.stderr
+  else:
+    assert "no label shift found" in res.stderr and "train/loss_adv" in tensorboard_tags(
+        out / "run_0" / "tb")
+  assert "train/loss_adv" not in tensorboard_tags(out / "source_only" / "tb")
+  assert summary["verdict"]["helped"] in ("likely", "unlikely", "unsure", "unchanged")
+  assert "verdict: adaptation" in res.stderr
+  assert summary["source_only"]["accuracy"] == json.loads(
+      (out / "source_only" / "run_result.json").read_text())["accuracy"]
+
+
+def test_check_with_one_run_adapts_once_after_the_probe(tiny_domains, tmp_path):
+  root, src, tgt = tiny_domains
+  out = tmp_path / "m"
+  flags = tiny_flags(root, src, tgt, out, "--label_shift_check", "--label_shift_threshold=0",
+                     "--steps_per_run=2")
+  assert run_main(flags).returncode == 0
+  summary = json.loads((out / "results.json").read_text())
+  assert [r["run"] for r in summary["runs"]] == [0, 1]
+  again = run_main(flags)  # resumes: nothing trained, the same path
+  assert again.returncode == 0 and "run 0: the source-only probe" in again.stderr
+  assert "median step" not in again.stderr
+  from biwaa_tf.train import iterative
+  cfg, _, model = iterative.restore_trained(str(out))
+  assert (cfg.first_run, cfg.runs) == ("source_only", 2)

@@ -47,3 +47,97 @@ def sampling_distribution(prior, floor_fraction=FLOOR_FRACTION):
   prior = np.asarray(prior, np.float64)
   floored = np.maximum(prior / prior.sum(), floor_fraction / len(prior))
   return floored / floored.sum()
+
+
+# The label-shift check (--label_shift_check, on by default for users' data): a
+# source-only probe run predicts the target; when its predicted class proportions are
+# far from those the source was trained in, the adapted runs start from the probe (as
+# --first_run=source_only) instead of aligning the target at random against a
+# class-balanced source (README, "Label shift"). The threshold is
+# --label_shift_threshold.
+
+
+def prior_shift(predicted_histogram, source_distribution):
+  """TV distance between the probe's predicted target class proportions and the class
+  proportions the source was loaded in."""
+  p = np.asarray(predicted_histogram, np.float64)
+  q = np.asarray(source_distribution, np.float64)
+  return float(0.5 * np.abs(p / p.sum() - q / q.sum()).sum())
+
+
+def shift_decision(predicted_histogram, source_distribution, threshold):
+  """The check's decision, as recorded in label_shift.json and results.json."""
+  tv = prior_shift(predicted_histogram, source_distribution)
+  hist = np.asarray(predicted_histogram, np.float64)
+  return {"estimated_prior": np.round(hist / hist.sum(), 6).tolist(),
+          "prior_shift": round(tv, 6), "threshold": threshold, "shift": bool(tv > threshold),
+          "path": "source_only_first" if tv > threshold else "paper"}
+
+
+def describe_decision(decision):
+  """The check's decision in one line of the log."""
+  prior = np.asarray(decision["estimated_prior"])
+  order = np.argsort(-prior, kind="stable")
+  shape = (f"classes from {100 * prior[order[0]]:.1f}% (class {order[0]}) to "
+           f"{100 * prior[order[-1]]:.1f}% (class {order[-1]})")
+  head = (f"label-shift check: the source-only probe predicts the target's {shape}, "
+          f"{decision['prior_shift']:.2f} from the source's proportions (TV; threshold "
+          f"{decision['threshold']:.2f}): ")
+  if decision["shift"]:
+    return head + ("label shift likely; the adapted runs start from the probe (as "
+                   "--first_run=source_only)")
+  return head + "no label shift found; the paper's BIWAA-I runs follow unchanged"
+
+
+# The verdict: did adaptation likely help, judged without target labels against the
+# source-only model. No single label-free score ranks models under both kinds of target
+# (README, "Choosing without target labels"): under label shift SND does and IM fails
+# (it rewards a uniform predicted histogram, which is the failure); without label shift
+# it is the other way round. The verdict reads the scores of the regime the check found.
+SCORES_BY_REGIME = {True: ("snd_score", "mean_entropy"), False: ("im_score", "mean_entropy")}
+UNCHANGED_AGREEMENT = 0.98
+
+
+def verdict(reference, final, reference_probs, final_probs, shift):
+  """{"helped": "likely" | "unlikely" | "unsure" | "unchanged", "confidence", "evidence"}.
+
+  reference, final: the run results (label-free scores) of the source-only model and of
+  the final model; *_probs their target predictions; shift: the check's finding."""
+  agreement = float(np.mean(np.argmax(reference_probs, 1) == np.argmax(final_probs, 1)))
+  evidence = {"agreement_with_source_only": round(agreement, 4),
+              "histogram_change": round(0.5 * float(np.abs(
+                  np.asarray(final["predicted_histogram"]) -
+                  np.asarray(reference["predicted_histogram"])).sum()), 4),
+              "label_shift_found": bool(shift)}
+  votes = []
+  for name in SCORES_BY_REGIME[bool(shift)]:
+    before, after = reference.get(name), final.get(name)
+    if before is None or after is None:
+      continue
+    better = after < before if name == "mean_entropy" else after > before
+    evidence[name] = {"source_only": round(before, 4), "final": round(after, 4)}
+    votes.append(better)
+  if agreement >= UNCHANGED_AGREEMENT:
+    helped, confidence = "unchanged", "high"
+  elif votes and all(votes):
+    helped, confidence = "likely", "moderate"
+  elif votes and not any(votes):
+    helped, confidence = "unlikely", "moderate"
+  else:
+    helped, confidence = "unsure", "low"
+  return {"helped": helped, "confidence": confidence, "evidence": evidence}
+
+
+def describe_verdict(v):
+  """The verdict in one line of the log."""
+  e = v["evidence"]
+  scores = ", ".join(f"{k.replace('_score', '').replace('mean_', '')} {s['source_only']:.3g} "
+                     f"-> {s['final']:.3g}" for k, s in e.items() if isinstance(s, dict))
+  what = {"likely": "adaptation likely helped", "unlikely": "adaptation likely did not help "
+          "(the source-only model is kept beside it)",
+          "unsure": "adaptation may or may not have helped",
+          "unchanged": "adaptation changed few predictions"}[v["helped"]]
+  return (f"verdict: {what} (confidence {v['confidence']}; label shift "
+          f"{'found' if e['label_shift_found'] else 'not found'}, "
+          f"{100 * e['agreement_with_source_only']:.1f}% agreement with source-only, "
+          f"histogram change {e['histogram_change']:.2f}{', ' + scores if scores else ''})")

@@ -51,6 +51,12 @@ def make_strategy(name):
   raise UserError(f"--distribution_strategy={name}: choose from {', '.join(STRATEGIES)}")
 
 
+def is_multi_worker(strategy):
+  """Whether the training spans several processes (a cluster in TF_CONFIG)."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  return bool(resolver is not None and resolver.task_type)
+
+
 def is_chief(strategy):
   """Whether this process writes the outputs (always, but on non-chief workers)."""
   resolver = getattr(strategy, "cluster_resolver", None)

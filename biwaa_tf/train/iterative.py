@@ -8,6 +8,7 @@ Resume order (re-running the same command on the same model_dir):
      centroid memories, aggregation tables, input iterator) and continues.
 """
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -15,7 +16,12 @@ import shutil
 import numpy as np
 
 from biwaa_tf import io_utils
-from biwaa_tf.config import config_from_flags_text, run_config
+from biwaa_tf.config import (
+  config_from_flags_text,
+  probes_label_shift,
+  run_config,
+  source_only_config,
+)
 from biwaa_tf.errors import UserError
 from biwaa_tf.model import aggregation, label_shift
 from biwaa_tf.train import distribute, lock
@@ -26,6 +32,8 @@ log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
 EXPORT_DIR = "export"
+PROBE_DIR = "source_only"             # the label-shift check's source-only probe run
+LABEL_SHIFT_FILE = "label_shift.json"  # its decision
 
 
 def target_balance_labels(cfg, domains, aggregate):
@@ -103,13 +111,15 @@ def train(cfg, strategy=None, domains=None, callbacks=None):
   check(cfg, strategy, domains)  # before anything is written
   chief = distribute.is_chief(strategy)
   if not chief:  # the chief holds the lock and writes; workers write nothing there
-    return _train_runs(cfg, strategy, domains, chief, callbacks)
+    return _train_runs(cfg, strategy, domains, chief, callbacks,
+                       distribute.is_multi_worker(strategy))
   existed = os.path.isdir(cfg.model_dir)
   with lock.ModelDirLock(cfg.model_dir):  # one training per model_dir, till it ends
     fresh = not os.path.exists(os.path.join(cfg.model_dir, FLAGS_FILE))
     prepare_model_dir(cfg, domains)
     try:
-      return _train_runs(cfg, strategy, domains, chief, callbacks)
+      return _train_runs(cfg, strategy, domains, chief, callbacks,
+                         distribute.is_multi_worker(strategy))
     except UserError:
       if fresh and not tf.train.latest_checkpoint(os.path.join(cfg.model_dir, "run_0", "ckpt")):
         shutil.rmtree(cfg.model_dir, ignore_errors=True)
@@ -118,18 +128,25 @@ def train(cfg, strategy=None, domains=None, callbacks=None):
       raise
 
 
-def _train_runs(cfg, strategy, domains, chief, callbacks=None):
+def _train_runs(cfg, strategy, domains, chief, callbacks=None, multi_worker=False):
   log.info("source %s: %d images; target %s: %d; eval %s: %d; %d classes",
                domains.source.name, domains.source.size, domains.target.name,
                domains.target.size, domains.target_eval.name, domains.target_eval.size,
                domains.num_classes)
   results, run_dirs, trained = [], [], False
+  decision = None
+  if probes_label_shift(cfg) and multi_worker:
+    log.info("label-shift check: not under multi-worker training (the workers cannot share "
+             "the probe's decision); the runs follow --first_run=%s", cfg.first_run)
+  elif probes_label_shift(cfg):
+    cfg, decision, trained = _check_label_shift(cfg, strategy, domains, callbacks)
   for r in range(cfg.runs):
     run_dir = os.path.join(cfg.model_dir, f"run_{r}")
     done = os.path.join(run_dir, run_lib.RESULT_FILE)
     if os.path.exists(done):
       result = io_utils.read_json(done)
-      log.info("run %d: complete, accuracy %s (skipped)", r, result.get("accuracy"))
+      log.info("run %d: %s, accuracy %s", r, "the source-only probe" if decision and
+               decision["shift"] and r == 0 else "complete (skipped)", result.get("accuracy"))
     else:
       agg = earlier_aggregate(cfg, run_dirs)
       result = run_lib.train_run(run_config(cfg, r), domains, r, run_dir, agg,
@@ -160,9 +177,100 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
              "target_subsample": cfg.target_subsample,
              "target_class_counts": (np.bincount(domains.target.labels,
                                                  minlength=domains.num_classes).tolist()
-                                     if domains.target.labelled else None)}
+                                     if domains.target.labelled else None),
+             "label_shift_check": decision}
+  reference = _source_only_reference(cfg, decision)
+  if reference is not None:
+    summary["source_only"] = {k: io_utils.read_json(os.path.join(
+        reference, run_lib.RESULT_FILE)).get(k) for k in ("accuracy", "per_class_accuracy")}
+    summary["verdict"] = label_shift.verdict(
+        io_utils.read_json(os.path.join(reference, run_lib.RESULT_FILE)), final,
+        np.load(os.path.join(reference, run_lib.TARGET_PROBS)),
+        np.load(os.path.join(run_dirs[-1], run_lib.TARGET_PROBS)),
+        shift=decision["shift"] if decision else True)
+    log.info(label_shift.describe_verdict(summary["verdict"]))
   io_utils.atomic_write_json(os.path.join(cfg.model_dir, RESULTS_FILE), summary)
   return summary
+
+
+def _source_only_reference(cfg, decision):
+  """The run the verdict compares the final model with: the check's probe, or run 0 of
+  --first_run=source_only; None without one (--nolabel_shift_check: the paper)."""
+  if decision is not None:
+    return os.path.join(cfg.model_dir, PROBE_DIR)
+  if cfg.first_run == "source_only" and cfg.runs > 1:
+    return os.path.join(cfg.model_dir, "run_0")
+  return None
+
+
+def _check_label_shift(cfg, strategy, domains, callbacks):
+  """The label-shift check (chief or single process): trains the source-only probe into
+  model_dir/source_only (resuming; seeded as run 0), decides from its predicted target
+  class proportions (label_shift.shift_decision; kept in label_shift.json, so a resumed
+  training takes the same path) and returns (the configuration the runs train with,
+  the decision, whether anything was trained). On label shift the probe is run 0 (its
+  files linked into run_0) and the later runs start from it: --first_run=source_only."""
+  path = os.path.join(cfg.model_dir, LABEL_SHIFT_FILE)
+  probe_dir = os.path.join(cfg.model_dir, PROBE_DIR)
+  trained = False
+  if os.path.exists(path):
+    decision = io_utils.read_json(path)
+  else:
+    done = os.path.join(probe_dir, run_lib.RESULT_FILE)
+    if os.path.exists(done):
+      result = io_utils.read_json(done)
+    else:
+      log.info("label-shift check: a source-only probe run first (shown as run 0, kept in "
+               "%s; --nolabel_shift_check skips it)", probe_dir)
+      result = run_lib.train_run(source_only_config(cfg), domains, 0, probe_dir,
+                                 strategy=strategy, callbacks=callbacks)
+      trained = True
+    decision = label_shift.shift_decision(result["predicted_histogram"],
+                                          result["source_class_distribution"],
+                                          cfg.label_shift_threshold)
+    io_utils.atomic_write_json(path, decision)
+  log.info(label_shift.describe_decision(decision))
+  if not decision["shift"]:
+    return cfg, decision, trained
+  run_0 = os.path.join(cfg.model_dir, "run_0")
+  if not os.path.exists(os.path.join(run_0, run_lib.RESULT_FILE)):
+    _link_tree(probe_dir, run_0)
+  return shifted_config(cfg), decision, trained
+
+
+def shifted_config(cfg):
+  """The runs' configuration on label shift: run 0 is the probe, and at least one run
+  adapts after it."""
+  if cfg.runs < 2:
+    log.info("label-shift check: one adapted run after the probe (--runs=%d)", cfg.runs)
+  return dataclasses.replace(cfg, first_run="source_only", runs=max(cfg.runs, 2))
+
+
+def _link_tree(src, dst):
+  """dst as a copy of the finished run src (hard links where the file system allows),
+  made under a temporary name and renamed: a kill leaves no half copy behind."""
+  tmp = dst + ".link-tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  shutil.rmtree(dst, ignore_errors=True)
+
+  def link(a, b):
+    try:
+      os.link(a, b)
+    except OSError:
+      shutil.copy2(a, b)
+  with io_utils.storage_errors(dst, "the source-only run's copy"):
+    shutil.copytree(src, tmp, copy_function=link,
+                    ignore=shutil.ignore_patterns(".tmp-*", "*_temp"))
+    os.replace(tmp, dst)
+
+
+def effective_config(cfg, model_dir):
+  """The configuration model_dir's runs were trained with: on label shift the check made
+  run 0 source-only (label_shift.json)."""
+  path = os.path.join(model_dir, LABEL_SHIFT_FILE)
+  if probes_label_shift(cfg) and os.path.exists(path) and io_utils.read_json(path)["shift"]:
+    return dataclasses.replace(cfg, first_run="source_only", runs=max(cfg.runs, 2))
+  return cfg
 
 
 def format_table(summary):
@@ -189,7 +297,7 @@ def restore_trained(model_dir, run=None):
   if not os.path.exists(path):
     raise UserError(f"{model_dir}: no {FLAGS_FILE}; not a training directory")
   with open(path, encoding="utf-8") as f:
-    cfg = config_from_flags_text(f.read(), path)
+    cfg = effective_config(config_from_flags_text(f.read(), path), model_dir)
   if run is None:
     done = [r for r in range(cfg.runs)
             if tf.train.latest_checkpoint(os.path.join(model_dir, f"run_{r}", "ckpt"))]
