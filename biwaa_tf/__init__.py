@@ -10,6 +10,7 @@ _API = {
     "ImageOptions": "biwaa_tf.data.preprocess", "from_arrays": "biwaa_tf.data.lists",
     "load_image_list": "biwaa_tf.data.lists", "fit_dataset": "biwaa_tf.data.pipeline",
     "eval_dataset": "biwaa_tf.data.pipeline",
+    "BIWAA": "biwaa_tf.estimator", "load": "biwaa_tf.estimator",
 }
 __all__ = sorted(_API)
 # TensorFlow's C++ start-up lines stay off the console (see quiet.py).

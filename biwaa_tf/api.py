@@ -67,6 +67,7 @@ class AdaptResult:
                 "evidence"), against the label-shift check's source-only probe; None
                 with label_shift_check=False.
   label_shift_check: the check's decision (estimated prior, its shift, the path taken).
+  source_only:  the probe's accuracy and per_class_accuracy (None without labels or probe).
   """
   model: object
   target_probs: np.ndarray
@@ -79,6 +80,7 @@ class AdaptResult:
   image_options: object
   verdict: dict = None
   label_shift_check: dict = None
+  source_only: dict = None
 
   def predict(self, images, batch_size=64):
     """Class probabilities of raw images (NumPy N x H x W x {1,3}, uint8, or float in
@@ -88,25 +90,27 @@ class AdaptResult:
     return self.model.predict(images, batch_size=batch_size, verbose=0)
 
 
-def _loader(cfg, arrays):
+def _loader(cfg, arrays, class_names=None):
   """prepare_data's `load`: the placeholder specs of NumPy domains -> in-memory lists."""
 
   def load(spec, num_classes):
     if spec not in arrays:
       return lists.load_image_list(spec, cfg.data_root, num_classes, cfg.download)
     images, labels = _images_and_labels(arrays[spec])
-    return lists.from_arrays(spec[len(ARRAY):].split(":")[0], images, labels, num_classes)
+    return lists.from_arrays(spec[len(ARRAY):].split(":")[0], images, labels, num_classes,
+                             class_names)
   return load
 
 
 def adapt(source, target, target_eval=None, *, model_dir=None, callbacks=None,
-          normalization=None, strategy=None, verbose=True, **options):
+          normalization=None, strategy=None, verbose=True, class_names=None, **options):
   """Trains BIWAA (or another --method) from `source` to `target`; returns AdaptResult.
 
   source:      a list file, a class-folder directory, "builtin:digits_source", or NumPy
                (images, labels); images N x H x W x {1,3}, uint8 or float in [0, 1].
   target:      the same kinds, or NumPy images alone (labels only report accuracy).
   target_eval: evaluated after each run (default: the target).
+  class_names: the class names of NumPy / tf.data domains (default class_0, class_1, ...).
   model_dir:   keep the training there (resumable: call again with the same arguments);
                None trains in a temporary directory, removed afterwards. The training
                holds model_dir's lock while it runs (another training there raises
@@ -131,7 +135,7 @@ def adapt(source, target, target_eval=None, *, model_dir=None, callbacks=None,
   with _process_state_kept():
     try:
       return _adapt(source, target, target_eval, model_dir, callbacks, normalization,
-                    strategy, verbose, options)
+                    strategy, verbose, options, class_names)
     except UserError as e:  # the same one line, with keywords where it names flags
       raise type(e)(python_wording(str(e))) from None
 
@@ -172,7 +176,7 @@ def _materialize(data, role):
 
 
 def _adapt(source, target, target_eval, model_dir, callbacks, normalization, strategy,
-           verbose, options):
+           verbose, options, class_names=None):
   from biwaa_tf import quiet
   from biwaa_tf.model import backbones
   from biwaa_tf.train import preflight
@@ -206,7 +210,7 @@ def _adapt(source, target, target_eval, model_dir, callbacks, normalization, str
         **specs, model_dir=os.fspath(model_dir), backbone=backbone,
         progress=options.pop("progress", verbose), overwrite=options.pop("overwrite", temporary),
         **options)
-    domains = preflight.prepare_data(cfg, load=_loader(cfg, arrays))
+    domains = preflight.prepare_data(cfg, load=_loader(cfg, arrays, class_names))
     if "image_size" not in options:
       _check_default_image_size(cfg, domains)
     if not cfg.dry_run:
@@ -320,4 +324,5 @@ def _train(cfg, domains, strategy, callbacks, kept_dir):
       final_per_class_accuracy=summary["final_per_class_accuracy"],
       class_names=tuple(domains.class_names), config=cfg, model_dir=kept_dir,
       image_options=opts, verdict=summary.get("verdict"),
-      label_shift_check=summary.get("label_shift_check"))
+      label_shift_check=summary.get("label_shift_check"),
+      source_only=summary.get("source_only"))

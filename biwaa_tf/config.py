@@ -44,7 +44,7 @@ class TrainConfig:
   prior_matching: bool = False      # label-shifted targets: source sampled by the target prior
   first_run: str = "adapt"
   label_shift_check: bool = True    # a source-only probe run decides the path (label_shift.py)
-  label_shift_threshold: float = 0.2  # TV of the probe's predicted prior that counts as shift
+  label_shift_threshold: float = 0.3  # TV of the probe's predicted prior that counts as shift
   target_subsample: str = "none"    # none | long_tail:R | reverse_tail:R | step:R | partial:N
   backbone: str = "resnet50"
   backbone_weights: str = None      # None: by backbone

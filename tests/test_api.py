@@ -169,7 +169,7 @@ def test_adapt_with_a_keras_backbone_and_a_model_dir(arrays, tmp_path):
   backbone = keras.Model(inputs, keras.layers.BatchNormalization()(fmap), name="tiny_cnn")
   before = [w.numpy().copy() for w in backbone.weights]
   result = biwaa_tf.adapt((xs, ys), xt[:, :, :, None], backbone=backbone, image_size=28,
-                          steps_per_run=10, runs=1, verbose=False,
+                          steps_per_run=10, runs=1, verbose=False, label_shift_check=False,
                           model_dir=str(tmp_path / "m"))
   assert result.final_accuracy is None  # no target labels given
   assert result.model_dir == str(tmp_path / "m")
@@ -214,7 +214,7 @@ def test_import_biwaa_tf_does_not_load_tensorflow():
 def test_adapt_resumes_past_a_damaged_checkpoint(arrays, tmp_path, caplog):
   (xs, ys), (xt, yt) = arrays
   options = dict(backbone="lenet", image_size=28, steps_per_run=4, checkpoint_every=2, runs=1,
-                 lr=0.01, verbose=False, model_dir=str(tmp_path / "m"))
+                 lr=0.01, verbose=False, model_dir=str(tmp_path / "m"), label_shift_check=False)
   first = biwaa_tf.adapt((xs[:120], ys[:120]), (xt[:60], yt[:60]), **options)
   for name in ("results.json", "run_0/run_result.json"):
     os.remove(tmp_path / "m" / name)
@@ -235,7 +235,7 @@ def test_adapt_with_a_sequential_backbone(arrays, with_input):
             keras.layers.Dense(16)]
   backbone = keras.Sequential(([keras.Input((28, 28, 3))] if with_input else []) + layers)
   result = biwaa_tf.adapt((xs[:90], ys[:90]), xt[:40], backbone=backbone, image_size=28,
-                          steps_per_run=2, runs=1, verbose=False)
+                          steps_per_run=2, runs=1, verbose=False, label_shift_check=False)
   assert result.target_probs.shape == (40, 10)
 
 
@@ -268,7 +268,7 @@ def test_adapt_leaves_the_process_as_it_found_it(arrays):
   handlers = list(logging.getLogger("biwaa_tf").handlers)
   biwaa_tf.adapt((xs[:90], ys[:90]), xt[:40], backbone=backbone, image_size=28,
                  steps_per_run=2, runs=1, verbose=True, progress=False,
-                 mixed_precision="bfloat16", deterministic=True)
+                 mixed_precision="bfloat16", deterministic=True, label_shift_check=False)
   np.testing.assert_array_equal(np.random.rand(3), expected_numpy)
   assert random.random() == expected_python
   assert keras.mixed_precision.global_policy().name == "float32"
@@ -282,7 +282,7 @@ def test_adapt_leaves_the_process_as_it_found_it(arrays):
 def test_adapt_refuses_other_arrays_in_its_model_dir(arrays, tmp_path):
   (xs, ys), (xt, _) = arrays
   options = dict(backbone="lenet", image_size=28, steps_per_run=2, runs=1, verbose=False,
-                 model_dir=str(tmp_path / "m"))
+                 model_dir=str(tmp_path / "m"), label_shift_check=False)
   biwaa_tf.adapt((xs[:90], ys[:90]), xt[:40], **options)
   with pytest.raises(UserError, match=r"holds a training with different flags "
                                       r"\(source=array:source:90x32x32-uint8-[0-9a-f]{16}.*; "
@@ -320,7 +320,7 @@ def test_result_model_takes_raw_images_and_survives_a_keras_file(arrays, tmp_pat
   (xs, ys), (xt, yt) = arrays
   result = biwaa_tf.adapt((xs[:120], ys[:120]), (xt[:40], yt[:40]), backbone="lenet",
                           image_size=28, resize_size=32, random_flip=False, steps_per_run=3,
-                          runs=1, verbose=False, ten_crop=ten_crop)
+                          runs=1, verbose=False, ten_crop=ten_crop, label_shift_check=False)
   raw = xt[:40, :, :, None]  # 32 x 32 grey uint8, as stored
   # The model preprocesses as the training evaluated its target (tf.data there).
   np.testing.assert_allclose(result.model.predict(raw, verbose=0), result.target_probs,
@@ -392,3 +392,33 @@ def test_restore_trained_on_an_array_training_says_why_in_one_line(arrays, tmp_p
                                       r"\(array:source:90x32x32-uint8-[0-9a-f]{16}\), which "
                                       r"are not kept on disk; call biwaa_tf.adapt\(\) again"):
     iterative.restore_trained(str(tmp_path / "m"))
+
+
+def test_estimator_fit_predict_score_save_load(arrays, tmp_path):
+  (xs, ys), (xt, yt) = arrays
+  names = [f"digit {k}" for k in range(10)]
+  clf = biwaa_tf.BIWAA(backbone="lenet", image_size=28, steps_per_run=2, runs=2,
+                       class_names=names)
+  assert clf.get_params()["runs"] == 2 and clf.set_params(runs=1) is clf
+  with pytest.raises(UserError, match="not fitted yet"):
+    clf.predict(xt[:2])
+  one_hot = np.eye(10)[ys[:90]]
+  source = tf.data.Dataset.from_tensor_slices((xs[:90, :, :, None], one_hot)).batch(16)
+  assert clf.fit(source, None, xt[:40]) is clf  # a dataset of (image, one-hot label)
+  assert clf.class_names_ == names and list(clf.classes_) == list(range(10))
+  assert clf.label_shift_check_["path"] in ("paper", "source_only_first")
+  assert clf.verdict_["helped"] in ("likely", "unlikely", "unsure", "unchanged")
+  probs = clf.predict_proba(xt[:12])
+  assert probs.shape == (12, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
+  np.testing.assert_array_equal(clf.predict(xt[:12]), probs.argmax(1))
+  assert clf.score(xt[:12], yt[:12]) == np.mean(probs.argmax(1) == yt[:12])
+  path = str(tmp_path / "clf.keras")
+  clf.save(path)
+  again = biwaa_tf.load(path)
+  np.testing.assert_allclose(again.predict_proba(xt[:12]), probs, atol=1e-6)
+  assert again.class_names_ == names and again.verdict_ == clf.verdict_
+  assert keras.models.load_model(path).name == "biwaa_classifier"  # still a Keras file
+  with pytest.raises(UserError, match="not a file saved by BIWAA.save"):
+    biwaa_tf.load(str(tmp_path / "missing.keras"))
+  with pytest.raises(UserError, match="the target images are required"):
+    clf.fit(xs, ys)

@@ -80,7 +80,8 @@ def test_a_busy_model_dir_is_refused_by_the_cli_overwrite_and_adapt(tiny_domains
     with pytest.raises(lock.ModelDirBusy, match="in use by another training"):
       biwaa_tf.adapt((x, np.arange(12) % 3), x, model_dir=str(model_dir), backbone="lenet",
                      backbone_weights="none", image_size=28, resize_size=28,
-                     random_flip=False, batch_size=6, steps_per_run=2, verbose=False)
+                     random_flip=False, batch_size=6, steps_per_run=2, verbose=False,
+                     label_shift_check=False)
 
 
 # ----- full disks -----
