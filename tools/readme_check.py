@@ -2,12 +2,12 @@
 
     python tools/readme_check.py [--readme=README.md] [--steps=30] [--list]
 
-Every ```bash and ```python block runs, in the order they appear; ``` blocks of other
-kinds (output shown in the README) are not run. Python blocks share one interpreter,
-as cells of a notebook do; bash blocks run command by command, from the repository
-root, with their training step counts cut to --steps (`--steps_per_run=N` appended to
-`biwaa_tf.main` / `biwaa_tf.demo` commands, `steps_per_run=<n>` rewritten in Python).
-A block preceded by the line
+Every ```bash and ```python block runs; ``` blocks of other kinds (output shown in the
+README) are not run. The Python blocks run as one script, in order, at the first one
+(a block may use what an earlier one defined, as cells of a notebook do); bash blocks
+run command by command, from the repository root, with their training step counts
+cut to --steps (`--steps_per_run=N` appended to `biwaa_tf.main` / `biwaa_tf.demo`
+commands, `steps_per_run=<n>` rewritten in Python). A block preceded by the line
 
     <!-- readme-check: skip: <why> -->
 
@@ -81,14 +81,18 @@ def shortened(command, steps, scratch):
   return command
 
 
+def run_python(codes, steps, scratch):
+  """The README's Python blocks as one script, in order (notebook semantics: a block may
+  use what an earlier one defined)."""
+  script = "\n".join(re.sub(r"steps_per_run=\d+", f"steps_per_run={steps}", c) for c in codes)
+  path = os.path.join(scratch, "readme_blocks.py")
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(script + "\n")
+  res = subprocess.run([sys.executable, path], cwd=scratch, text=True, capture_output=True)
+  return res.returncode, (res.stdout + res.stderr)[-3000:]
+
+
 def run_block(language, code, steps, scratch, log):
-  if language == "python":
-    script = re.sub(r"steps_per_run=\d+", f"steps_per_run={steps}", code)
-    path = os.path.join(scratch, "readme_cells.py")
-    with open(path, "a", encoding="utf-8") as f:  # notebook semantics: earlier cells first
-      f.write(script + "\n")
-    res = subprocess.run([sys.executable, path], cwd=scratch, text=True, capture_output=True)
-    return res.returncode, (res.stdout + res.stderr)[-3000:]
   for command in commands(code):
     if command.startswith(TEST_COMMAND) or f"&& {TEST_COMMAND}" in command:
       log(f"    (not run: CI's own test command) {command[:90]}")
@@ -111,6 +115,7 @@ def main():
     found = [b for b in blocks(f.read()) if b[1] in ("bash", "python")]
   scratch = tempfile.mkdtemp(prefix="readme-check-")
   failed = ran = 0
+  python_done = False
   try:
     for line, language, code, skip in found:
       head = f"{os.path.basename(args.readme)}:{line} {language}"
@@ -121,8 +126,16 @@ def main():
         print(f"RUN  {head}", flush=True)
         continue
       start = time.time()
-      status, detail = run_block(language, code, args.steps, scratch,
-                                 lambda s: print(s, flush=True))
+      if language == "python":
+        if python_done:
+          print(f"OK   {head} (ran with the first Python block)", flush=True)
+          continue
+        python_done = True
+        status, detail = run_python([c for _, lang, c, skip in found
+                                     if lang == "python" and not skip], args.steps, scratch)
+      else:
+        status, detail = run_block(language, code, args.steps, scratch,
+                                   lambda s: print(s, flush=True))
       ran += 1
       failed += bool(status)
       print(f"{'FAIL' if status else 'OK  '} {head} ({time.time() - start:.0f} s)", flush=True)
