@@ -81,8 +81,7 @@ class BIWAA:
   def predict_proba(self, X, batch_size=64):
     """N x K class probabilities of raw images."""
     self._check_fitted()
-    images = lists.as_uint8_rgb(X if isinstance(X, np.ndarray) else np.asarray(X), "X")
-    return self.model_.predict(images, batch_size=batch_size, verbose=0)
+    return self.model_.predict(lists.as_uint8_rgb(X, "X"), batch_size=batch_size, verbose=0)
 
   def predict(self, X, batch_size=64):
     """The class index of each image (class_names_[i] names it)."""
@@ -118,8 +117,7 @@ def load(path):
       meta = json.loads(archive.read(METADATA))
   except (OSError, zipfile.BadZipFile, KeyError) as e:
     raise UserError(f"{path}: not a file saved by BIWAA.save ({e})") from None
-  params = meta.get("params", {})
-  estimator = BIWAA(**{k: v for k, v in params.items()})
+  estimator = BIWAA(**meta.get("params", {}))
   estimator._set_fitted(keras.models.load_model(path), meta["class_names"], meta["verdict"],
                         meta["label_shift_check"])
   return estimator

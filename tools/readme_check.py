@@ -76,8 +76,8 @@ def shortened(command, steps, scratch):
   command = re.sub(r"(--model_dir=)runs/", rf"\g<1>{scratch}/runs/", command)
   if re.search(r"-m biwaa_tf\.(main|demo)\b", command):
     command += f" --steps_per_run={steps}"
-    if "--model_dir" not in command:
-      command += f" --model_dir={scratch}/runs/{abs(hash(command)) % 10**6}"
+    if "--model_dir" not in command:  # its own scratch directory, never a user's runs/
+      command += f" --model_dir={os.path.join(tempfile.mkdtemp(dir=scratch), 'm')}"
   return command
 
 

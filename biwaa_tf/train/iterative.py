@@ -111,15 +111,13 @@ def train(cfg, strategy=None, domains=None, callbacks=None):
   check(cfg, strategy, domains)  # before anything is written
   chief = distribute.is_chief(strategy)
   if not chief:  # the chief holds the lock and writes; workers write nothing there
-    return _train_runs(cfg, strategy, domains, chief, callbacks,
-                       distribute.is_multi_worker(strategy))
+    return _train_runs(cfg, strategy, domains, chief, callbacks)
   existed = os.path.isdir(cfg.model_dir)
   with lock.ModelDirLock(cfg.model_dir):  # one training per model_dir, till it ends
     fresh = not os.path.exists(os.path.join(cfg.model_dir, FLAGS_FILE))
     prepare_model_dir(cfg, domains)
     try:
-      return _train_runs(cfg, strategy, domains, chief, callbacks,
-                         distribute.is_multi_worker(strategy))
+      return _train_runs(cfg, strategy, domains, chief, callbacks)
     except UserError:
       if fresh and not tf.train.latest_checkpoint(os.path.join(cfg.model_dir, "run_0", "ckpt")):
         shutil.rmtree(cfg.model_dir, ignore_errors=True)
@@ -128,14 +126,14 @@ def train(cfg, strategy=None, domains=None, callbacks=None):
       raise
 
 
-def _train_runs(cfg, strategy, domains, chief, callbacks=None, multi_worker=False):
+def _train_runs(cfg, strategy, domains, chief, callbacks=None):
   log.info("source %s: %d images; target %s: %d; eval %s: %d; %d classes",
                domains.source.name, domains.source.size, domains.target.name,
                domains.target.size, domains.target_eval.name, domains.target_eval.size,
                domains.num_classes)
   results, run_dirs, trained = [], [], False
   decision = None
-  if probes_label_shift(cfg) and multi_worker:
+  if probes_label_shift(cfg) and distribute.is_multi_worker(strategy):
     log.info("label-shift check: not under multi-worker training (the workers cannot share "
              "the probe's decision); the runs follow --first_run=%s", cfg.first_run)
   elif probes_label_shift(cfg):
@@ -181,10 +179,10 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None, multi_worker=Fals
              "label_shift_check": decision}
   reference = _source_only_reference(cfg, decision)
   if reference is not None:
-    summary["source_only"] = {k: io_utils.read_json(os.path.join(
-        reference, run_lib.RESULT_FILE)).get(k) for k in ("accuracy", "per_class_accuracy")}
+    probe = io_utils.read_json(os.path.join(reference, run_lib.RESULT_FILE))
+    summary["source_only"] = {k: probe.get(k) for k in ("accuracy", "per_class_accuracy")}
     summary["verdict"] = label_shift.verdict(
-        io_utils.read_json(os.path.join(reference, run_lib.RESULT_FILE)), final,
+        probe, final,
         np.load(os.path.join(reference, run_lib.TARGET_PROBS)),
         np.load(os.path.join(run_dirs[-1], run_lib.TARGET_PROBS)),
         shift=decision["shift"] if decision else True)
@@ -235,14 +233,14 @@ def _check_label_shift(cfg, strategy, domains, callbacks):
   run_0 = os.path.join(cfg.model_dir, "run_0")
   if not os.path.exists(os.path.join(run_0, run_lib.RESULT_FILE)):
     _link_tree(probe_dir, run_0)
+  if cfg.runs < 2:
+    log.info("label-shift check: one adapted run after the probe (--runs=%d)", cfg.runs)
   return shifted_config(cfg), decision, trained
 
 
 def shifted_config(cfg):
   """The runs' configuration on label shift: run 0 is the probe, and at least one run
   adapts after it."""
-  if cfg.runs < 2:
-    log.info("label-shift check: one adapted run after the probe (--runs=%d)", cfg.runs)
   return dataclasses.replace(cfg, first_run="source_only", runs=max(cfg.runs, 2))
 
 
@@ -269,7 +267,7 @@ def effective_config(cfg, model_dir):
   run 0 source-only (label_shift.json)."""
   path = os.path.join(model_dir, LABEL_SHIFT_FILE)
   if probes_label_shift(cfg) and os.path.exists(path) and io_utils.read_json(path)["shift"]:
-    return dataclasses.replace(cfg, first_run="source_only", runs=max(cfg.runs, 2))
+    return shifted_config(cfg)
   return cfg
 
 
