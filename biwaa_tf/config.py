@@ -18,6 +18,7 @@ CHOICES = {
     "balanced_target": ("auto", "none", "pseudo", "oracle"),
     "first_run": ("adapt", "source_only"),
     "batch_norm": ("per_domain", "joint"),
+    "heads": ("biwaa", "tllib"),
     "method": METHODS,
     "loss_form": ("implementation", "paper"),
     "distribution_strategy": ("auto", "one_device", "mirrored", "multi_worker_mirrored"),
@@ -51,6 +52,7 @@ class TrainConfig:
   num_classes: int = 0
   batch_norm: str = "per_domain"
   bottleneck_dim: int = 256
+  heads: str = "biwaa"              # bottleneck, classifier, discriminator: whose (model/biwaa._heads)
   method: str = "biwaa"
   feature_weighting: bool = None    # None: by method
   ms_loss: bool = None              # None: by method

@@ -97,8 +97,8 @@ def define_flags():
   # Model.
   _string("backbone", "Backbone: resnet50 (torchvision's ResNet-50 v1.5, the authors' network), "
                       "resnet50_keras (Keras' ResNet-50 v1 with Caffe weights), lenet (digits) "
-                      "or lenet_bn (lenet with batch norm on its features: the digits "
-                      "benchmark).")
+                      "lenet_bn (lenet with batch norm on its features: the digits "
+                      "benchmark) or lenet_tllib (tllib's digits LeNet: conv 20/50, dropout).")
   _string("backbone_weights", "imagenet (resnet50: torchvision's weights, fetched once through "
                               "huggingface_hub; resnet50_keras: Keras' download), none (random "
                               "init), or a weights file (resnet50: torchvision-format "
@@ -112,6 +112,11 @@ def define_flags():
                       "each domain's own statistics, as the authors' implementation; joint = one "
                       "pass over [source; target] (this project before 2026-11-30).")
   _integer("bottleneck_dim", "Width of the bottleneck features f.")
+  _enum("heads", "Bottleneck, classifier and discriminator: biwaa = the authors' (Linear "
+                 "bottleneck, Xavier init, discriminator with dropout); tllib = tllib's "
+                 "(bottleneck Linear + batch norm + ReLU, discriminator Linear-BN-ReLU x 2, "
+                 "PyTorch's init; its digits network with --backbone=lenet_tllib "
+                 "--batch_norm=joint).")
   # Method.
   _enum("method", "biwaa: weighting + centroid loss; dann: plain adversarial; source_only: no "
                   "adaptation.")

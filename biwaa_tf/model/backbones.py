@@ -104,6 +104,38 @@ def _lenet(image_size, weights, batch_norm, name):
   return model
 
 
+def lenet_tllib(image_size, weights):
+  """tllib's digits LeNet (tllib/vision/models/digits.py), as its digits scripts train it:
+  one grey channel, conv5-20, pool, ReLU, conv5-50, Dropout2d 0.5, pool, ReLU, fc 500,
+  ReLU, Dropout 0.5; PyTorch's default initialisation. Its dropout masks are drawn as
+  the discriminator's (model/layers.StatelessDropout): resume and replicas unchanged."""
+  import keras
+
+  from biwaa_tf.model import layers as L
+  flat = ((image_size - 4) // 2 - 4) // 2
+  model = keras.Sequential([
+      keras.Input((image_size, image_size, 3)),
+      L.Grey(name="grey"),
+      L.torch_conv(20, 5, 1, name="conv1"),
+      keras.layers.MaxPooling2D(2),
+      keras.layers.ReLU(),
+      L.torch_conv(50, 5, 20, name="conv2"),
+      L.StatelessDropout(0.5, layer_id=0, channels=True, name="dropout2d"),
+      keras.layers.MaxPooling2D(2),
+      keras.layers.ReLU(),
+      keras.layers.Flatten(),
+      L.torch_dense(500, 50 * flat * flat, name="fc"),
+      keras.layers.ReLU(),
+      L.StatelessDropout(0.5, layer_id=1, name="dropout"),
+  ], name="lenet_tllib")
+  if weights == "imagenet":
+    raise UserError("--backbone_weights=imagenet: lenet_tllib has no ImageNet weights; "
+                    "use none or a weights file")
+  if weights != "none":
+    _load_file(model, weights)
+  return model
+
+
 def _load_file(model, path):
   if not os.path.isfile(path):
     raise UserError(f"--backbone_weights={path}: no such file")
@@ -114,10 +146,10 @@ def _load_file(model, path):
 
 
 BACKBONES = {"resnet50": resnet50, "resnet50_keras": resnet50_keras, "lenet": lenet,
-             "lenet_bn": lenet_bn}
+             "lenet_bn": lenet_bn, "lenet_tllib": lenet_tllib}
 # Pixel normalisation each backbone's weights expect (see data/preprocess.normalize).
 NORMALIZATION = {"resnet50": "torch", "resnet50_keras": "caffe", "lenet": "unit",
-                 "lenet_bn": "unit"}
+                 "lenet_bn": "unit", "lenet_tllib": "unit"}
 
 
 def register(name, builder, normalization):

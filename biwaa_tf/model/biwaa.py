@@ -5,7 +5,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from biwaa_tf.model import aggregation, loss_scale, losses, schedules
+from biwaa_tf.model import aggregation, layers, loss_scale, losses, schedules
 from biwaa_tf.model.grl import gradient_reversal
 
 
@@ -29,6 +29,7 @@ class MethodConfig:
   bootstrap_steps: int = 500
   weight_decay: float = 1e-3        # coupled L2 (added to the gradient)
   bottleneck_dim: int = 256
+  heads: str = "biwaa"              # biwaa: the authors' heads; tllib: tllib's (see _heads)
   loss_scaling: bool = False        # float16: dynamic loss scale (model/loss_scale.py)
   loss_scale_growth_steps: int = loss_scale.GROWTH_STEPS
 
@@ -45,30 +46,86 @@ def _xavier_dense(units, name, activation=None):
 
 
 class Discriminator(keras.layers.Layer):
-  """G_d: 256 -> 1024 -> 1024 -> 1 logit, ReLU and dropout 0.5 between.
+  """G_d: 256 -> 1024 -> 1024 -> 1 logit, ReLU and dropout 0.5 between (the authors');
+  `batch_norm`: Linear-BN-ReLU twice, no dropout, PyTorch's initialisation (tllib's
+  DomainDiscriminator, one joint pass over [source; target]).
 
   Dropout is stateless: the masks are drawn for the whole global batch from
   (seed, training step) and each replica takes its rows (`rows`), so that a
   resumed training, and N replicas, draw the masks one device would.
   """
 
-  def __init__(self, seed=0, rate=0.5, **kwargs):
+  def __init__(self, seed=0, rate=0.5, batch_norm=False, in_dim=256, **kwargs):
     super().__init__(**kwargs)
     self.seed = int(seed or 0)
-    self.rate = rate
-    self.hidden = [_xavier_dense(1024, "d1", "relu"), _xavier_dense(1024, "d2", "relu")]
-    self.out = _xavier_dense(1, "d_out")
+    self.rate = 0.0 if batch_norm else rate
+    if batch_norm:
+      self.hidden = [keras.Sequential([layers.torch_dense(1024, fan_in, name=f"d{j + 1}"),
+                                       _batch_norm(f"d{j + 1}_bn"), keras.layers.ReLU()],
+                                      name=f"block{j + 1}")
+                     for j, fan_in in enumerate((in_dim, 1024))]
+      self.out = layers.torch_dense(1, 1024, name="d_out")
+    else:
+      self.hidden = [_xavier_dense(1024, "d1", "relu"), _xavier_dense(1024, "d2", "relu")]
+      self.out = _xavier_dense(1, "d_out")
 
   def call(self, x, step=None, rows=None, global_rows=None, training=False):
     h = x
     for j, layer in enumerate(self.hidden):
-      h = layer(h)
-      if training:
+      h = layer(h, training=training)
+      if training and self.rate > 0:
         seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64) * 2 + j])
         u = tf.random.stateless_uniform([global_rows, tf.shape(h)[1]], seed)
         keep = tf.cast(tf.gather(u, rows) >= self.rate, h.dtype)
         h = h * keep / tf.cast(1.0 - self.rate, h.dtype)
     return self.out(h)
+
+
+def _batch_norm(name):
+  """PyTorch's BatchNorm1d defaults (momentum 0.1 of the new value, eps 1e-5)."""
+  return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
+
+
+def _heads(c, seed):
+  """bottleneck, classifier G_c and discriminator G_d.
+
+  biwaa (the authors'): Linear bottleneck and classifier with Xavier-normal weights, the
+  discriminator with dropout. tllib (its DANN/CDAN digits and Office scripts): bottleneck
+  Linear + BatchNorm + ReLU, Linear classifier, discriminator Linear-BN-ReLU x 2, all with
+  PyTorch's default initialisation. The classifier stays float32 under mixed precision:
+  the logits, the losses and the backprop-induced weights are computed in float32.
+  """
+  if c.heads == "tllib":
+    # Built in the order tllib builds them; the bottleneck's input width is set on build.
+    bottleneck = _TllibBottleneck(c.bottleneck_dim, name="bottleneck")
+    classifier = layers.torch_dense(c.num_classes, c.bottleneck_dim, name="classifier",
+                                    dtype="float32")
+    return bottleneck, classifier, Discriminator(seed, batch_norm=True, in_dim=c.bottleneck_dim,
+                                                 name="discriminator")
+  # (Keras draws each initializer's seed at construction: this order fixes the weights.)
+  bottleneck = _xavier_dense(c.bottleneck_dim, "bottleneck")
+  classifier = keras.layers.Dense(
+      c.num_classes, name="classifier", kernel_initializer="glorot_normal",
+      bias_initializer="zeros", dtype="float32")
+  return bottleneck, classifier, Discriminator(seed, name="discriminator")
+
+
+class _TllibBottleneck(keras.layers.Layer):
+  """Linear(backbone features, D) + BatchNorm1d + ReLU; PyTorch's initialisation (its
+  fan-in known once the backbone's width is)."""
+
+  def __init__(self, units, **kwargs):
+    super().__init__(**kwargs)
+    self.units = units
+    self.bn = _batch_norm("bn")
+
+  def build(self, input_shape):
+    self.dense = layers.torch_dense(self.units, int(input_shape[-1]), name="dense")
+    self.dense.build(input_shape)
+    self.bn.build((*input_shape[:-1], self.units))
+
+  def call(self, x, training=False):
+    return tf.nn.relu(self.bn(self.dense(x), training=training))
 
 
 class BIWAAModel(keras.Model):
@@ -88,13 +145,8 @@ class BIWAAModel(keras.Model):
     super().__init__(**kwargs)
     self.config = c = config
     self.backbone = backbone
-    self.bottleneck = _xavier_dense(c.bottleneck_dim, "bottleneck")
-    # The classifier stays float32 under mixed precision: the logits, the
-    # losses and the backprop-induced weights are computed in float32.
-    self.classifier = keras.layers.Dense(
-        c.num_classes, name="classifier", kernel_initializer="glorot_normal",
-        bias_initializer="zeros", dtype="float32")
-    self.discriminator = Discriminator(seed, name="discriminator")
+    self.dropout_seed = int(seed or 0)
+    self.bottleneck, self.classifier, self.discriminator = _heads(c, seed)
     self.backbone_optimizer = backbone_optimizer
     self.head_optimizer = head_optimizer
     k, d, n = c.num_classes, c.bottleneck_dim, max(c.num_target, 1)
@@ -203,7 +255,7 @@ class BIWAAModel(keras.Model):
     reversal = schedules.reversal_coefficient(step, c.grl_ramp_steps)  # coeff(i + 1)
     lr = _current_lr(self.backbone_optimizer)  # the backbone's; new layers x10
     with tf.GradientTape() as tape:
-      f_s, logits_s, f_t, logits_t = self.forward(x_s, x_t)             # line 8
+      f_s, logits_s, f_t, logits_t = self.forward(x_s, x_t, step)       # line 8
       loss_cls = losses.cross_entropy(logits_s, y_s)                      # line 18
       total, logs = loss_cls, {"loss_cls": loss_cls}
       if c.adversarial:
@@ -230,24 +282,32 @@ class BIWAAModel(keras.Model):
       logs["loss_scale"] = tf.identity(self.loss_scale)
     return logs
 
-  def forward(self, x_s, x_t):
+  def forward(self, x_s, x_t, step=0):
     """Source and target through G_f and the bottleneck, then G_c.
 
     Per-domain batch norm (the implementation): two passes, so every BN layer
     normalises each domain by its own batch statistics and updates its running
     statistics twice, source then target. Joint: one pass over [source; target].
+    A backbone's StatelessDropout layers draw the masks of (seed, step, pass) for the
+    global batch, one device's, and keep this replica's rows.
     """
+    b = tf.shape(x_s)[0]
+    local, global_b = _domain_rows(b)
+
+    def features(x, rows, global_rows, pass_id):
+      with layers.masks(self.dropout_seed, step, rows, global_rows, pass_id):
+        return self.features(x, training=True)
+
     if not self.config.adversarial:
-      f_s = self.features(x_s, training=True)
+      f_s = features(x_s, local, global_b, 0)
       return f_s, self.classifier(f_s, training=True), None, None
     if self.config.per_domain_batch_norm:
-      f_s = self.features(x_s, training=True)
-      f_t = self.features(x_t, training=True)
+      f_s = features(x_s, local, global_b, 0)
+      f_t = features(x_t, local, global_b, 1)
       return (f_s, self.classifier(f_s, training=True),
               f_t, self.classifier(f_t, training=True))
-    f = self.features(tf.concat([x_s, x_t], 0), training=True)
+    f = features(tf.concat([x_s, x_t], 0), *_global_rows(b), 0)
     logits = self.classifier(f, training=True)
-    b = tf.shape(x_s)[0]
     return f[:b], logits[:b], f[b:], logits[b:]
 
   def target_pseudo_labels(self, idx_t, logits_t, step):
@@ -412,10 +472,16 @@ def _local_rows(t, b):
   return t[first:first + b]
 
 
-def _global_rows(b):
-  """Rows of this replica's [source; target] batch in the global [source; target] batch."""
+def _domain_rows(b):
+  """Rows of this replica's b rows of one domain in that domain's global batch."""
   ctx = tf.distribute.get_replica_context()
   r = ctx.num_replicas_in_sync
   first = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * b
-  local = tf.range(b) + first
-  return tf.concat([local, local + b * r], 0), 2 * b * r
+  return tf.range(b) + first, b * r
+
+
+def _global_rows(b):
+  """Rows of this replica's [source; target] batch in the global [source; target] batch."""
+  ctx = tf.distribute.get_replica_context()
+  local, global_b = _domain_rows(b)
+  return tf.concat([local, local + global_b], 0), 2 * global_b

@@ -46,7 +46,7 @@ def method_config(cfg, domains):
       centroid_decay=cfg.centroid_decay, ms_warmup_steps=cfg.ms_warmup_steps,
       within_run_aggregation=cfg.within_run_aggregation,
       within_run_momentum=cfg.within_run_momentum, bootstrap_steps=cfg.bootstrap_steps,
-      weight_decay=cfg.weight_decay, bottleneck_dim=cfg.bottleneck_dim,
+      weight_decay=cfg.weight_decay, bottleneck_dim=cfg.bottleneck_dim, heads=cfg.heads,
       loss_scaling=cfg.mixed_precision == "float16")
 
 
@@ -68,12 +68,12 @@ def build_model(cfg, domains, seed):
   keras.utils.set_random_seed(seed)
   with _image_size_errors(cfg):
     backbone = backbones.build_backbone(cfg.backbone, cfg.image_size, cfg.backbone_weights)
-  replicas = tf.distribute.get_strategy().num_replicas_in_sync
-  if cfg.sync_batch_norm and replicas > 1 and backbones.synchronize_batch_norm(backbone):
-    log.info("batch normalisation statistics over all %d replicas", replicas)
   backbone_opt, head_opt = schedules.paper_optimizers(cfg.lr, cfg.head_lr_multiplier,
                                                      cfg.momentum)
   model = BIWAAModel(backbone, method_config(cfg, domains), backbone_opt, head_opt, seed=seed)
+  replicas = tf.distribute.get_strategy().num_replicas_in_sync
+  if cfg.sync_batch_norm and replicas > 1 and backbones.synchronize_batch_norm(model):
+    log.info("batch normalisation statistics over all %d replicas", replicas)
   with _image_size_errors(cfg):
     model.build_all(cfg.image_size)
   return model
