@@ -52,7 +52,7 @@ class TrainConfig:
   num_classes: int = 0
   batch_norm: str = "per_domain"
   bottleneck_dim: int = 256
-  heads: str = "biwaa"              # bottleneck, classifier, discriminator: whose (model/biwaa._heads)
+  heads: str = "biwaa"              # whose bottleneck and discriminator (model/biwaa._heads)
   method: str = "biwaa"
   feature_weighting: bool = None    # None: by method
   ms_loss: bool = None              # None: by method

@@ -482,6 +482,5 @@ def _domain_rows(b):
 
 def _global_rows(b):
   """Rows of this replica's [source; target] batch in the global [source; target] batch."""
-  ctx = tf.distribute.get_replica_context()
   local, global_b = _domain_rows(b)
   return tf.concat([local, local + global_b], 0), 2 * global_b
