@@ -219,18 +219,15 @@ def normalization(name):
 
 
 def synchronize_batch_norm(model):
-  """Makes every BatchNormalization layer in `model` take its batch statistics over
-  all replicas' rows (one all-reduce per layer), as one device does on the global
-  batch. Returns how many layers it changed."""
+  """Makes every BatchNormalization layer in `model` (at any depth, inside layers as well
+  as models) take its batch statistics over all replicas' rows (one all-reduce per layer),
+  as one device does on the global batch. Returns how many layers it changed."""
   import keras
   changed = 0
-  stack = [model]
-  while stack:
-    layer = stack.pop()
+  for layer in model._flatten_layers(include_self=True, recursive=True):
     if isinstance(layer, keras.layers.BatchNormalization):
       layer.synchronized = True
       changed += 1
-    stack.extend(getattr(layer, "layers", []))
   return changed
 
 
