@@ -124,3 +124,30 @@ def test_a_damaged_export_is_named_in_one_line(trained, tmp_path):
   assert str(e.value) == (f"{copy}: the exported model cannot be read (Read less bytes than "
                           "requested); delete it and re-run the training command to export "
                           "it again")
+
+
+@pytest.mark.parametrize("backbone, heads", [("lenet", "biwaa"), ("lenet_tllib", "tllib")])
+def test_training_model_saves_to_keras_and_exports(tmp_path, backbone, heads):
+  """BIWAAModel itself: .keras save / load_model with its state, and Keras' export()."""
+  import keras
+
+  from biwaa_tf.model import backbones, schedules
+  from biwaa_tf.model.biwaa import BIWAAModel, MethodConfig
+  model = BIWAAModel(backbones.build_backbone(backbone, 28, "none"),
+                     MethodConfig(num_classes=3, num_target=4, heads=heads),
+                     *schedules.paper_optimizers(0.01), seed=1)
+  model.build_all(28)
+  model.step.assign(5)
+  model.source_centroids.assign(np.full((3, 256), 0.5, np.float32))
+  x = np.random.default_rng(0).random((4, 28, 28, 3), dtype=np.float32)
+  model.save(tmp_path / "m.keras")
+  loaded = keras.models.load_model(tmp_path / "m.keras")
+  assert type(loaded) is BIWAAModel and loaded.config == model.config
+  assert int(loaded.step.numpy()) == 5
+  np.testing.assert_array_equal(loaded.source_centroids.numpy(), model.source_centroids.numpy())
+  np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
+  assert loaded.backbone_optimizer.get_config()["nesterov"]
+  model.export(tmp_path / "saved", verbose=False)
+  reloaded = tf.saved_model.load(str(tmp_path / "saved"))  # (kept: its variables live on)
+  served = reloaded.serve(x).numpy()
+  np.testing.assert_allclose(served, model(x).numpy(), rtol=0, atol=1e-6)

@@ -128,6 +128,7 @@ class _TllibBottleneck(keras.layers.Layer):
     return tf.nn.relu(self.bn(self.dense(x), training=training))
 
 
+@keras.saving.register_keras_serializable(package="biwaa_tf")
 class BIWAAModel(keras.Model):
   """G_c(bottleneck(G_f(x))) with the adversarial branch used only in training.
 
@@ -181,6 +182,7 @@ class BIWAAModel(keras.Model):
     return self.classifier(self.features(x, training=training), training=training)
 
   def build_all(self, image_size):
+    """Creates every variable (the discriminator's and the optimizers' too)."""
     x = tf.zeros([2, image_size, image_size, 3])
     f = self.features(x)
     self.classifier(f)
@@ -188,7 +190,46 @@ class BIWAAModel(keras.Model):
     for opt, variables in self._optimizer_groups():
       if opt is not None:  # (compile() sets them later)
         opt.build(variables)
+    self.image_size = image_size
     self.built = True
+    self(x)  # Keras' first call: records the input signature (export(), save())
+
+  def build(self, input_shape):
+    self.build_all(int(input_shape[1]))
+
+  # ----- saving: model.save("m.keras") / keras.models.load_model, and export() -----
+  def get_config(self):
+    """Everything to rebuild this model: the backbone (a Keras model), the method's
+    configuration, the dropout seed, the two optimizers and the image size."""
+    optimizers = {name: keras.optimizers.serialize(opt) if opt is not None else None
+                  for name, opt in (("backbone_optimizer", self.backbone_optimizer),
+                                    ("head_optimizer", self.head_optimizer))}
+    return {"backbone": keras.saving.serialize_keras_object(self.backbone),
+            "config": dataclasses.asdict(self.config), "seed": self.dropout_seed,
+            "image_size": getattr(self, "image_size", None), "name": self.name, **optimizers}
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    image_size = config.pop("image_size", None)
+    optimizers = {name: keras.optimizers.deserialize(config.pop(name))
+                  if config.get(name) else config.pop(name, None)
+                  for name in ("backbone_optimizer", "head_optimizer")}
+    model = cls(keras.saving.deserialize_keras_object(config.pop("backbone")),
+                MethodConfig(**config.pop("config")), seed=config.pop("seed"), **optimizers,
+                **config)
+    if image_size:  # variables exist before Keras loads the saved weights into them
+      model.build_all(image_size)
+    return model
+
+  def export(self, filepath, format="tf_saved_model", **kwargs):
+    """Keras' export() of the inference path (images -> logits), with the input
+    signature of this model's images (a batch of S x S x 3 float32, preprocessed).
+    For raw images with the preprocessing inside, see biwaa_tf.export."""
+    if "input_signature" not in kwargs and getattr(self, "image_size", None):
+      kwargs["input_signature"] = [tf.TensorSpec([None, self.image_size, self.image_size, 3],
+                                                 tf.float32, name="images")]
+    return super().export(filepath, format=format, **kwargs)
 
   # ----- the Keras way: compile, fit, evaluate, predict -----
   def compile(self, backbone_optimizer=None, head_optimizer=None, *, lr=1e-3,

@@ -50,6 +50,7 @@ def inv_lr(step, base, gamma=0.001, power=0.75):
   return base * tf.pow(1.0 + gamma * step, -power)
 
 
+@keras.saving.register_keras_serializable(package="biwaa_tf")
 class InvSchedule(keras.optimizers.schedules.LearningRateSchedule):
   """The "inv" learning rate as a Keras schedule, times a layer-group multiplier."""
 
