@@ -422,3 +422,41 @@ def test_estimator_fit_predict_score_save_load(arrays, tmp_path):
     biwaa_tf.load(str(tmp_path / "missing.keras"))
   with pytest.raises(UserError, match="the target images are required"):
     clf.fit(xs, ys)
+
+
+def test_adapt_gives_keras_callbacks_epochs(arrays, tmp_path):
+  """Epochs are checkpoint intervals: Keras' epoch callbacks do their job under adapt()."""
+  import csv
+
+  (xs, ys), (xt, yt) = arrays
+  epochs = []
+
+  class Epochs(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+      epochs.append((epoch, dict(logs)))
+  options = dict(backbone="lenet", image_size=28, steps_per_run=12, checkpoint_every=4,
+                 runs=1, lr=0.01, verbose=False, label_shift_check=False)
+  result = biwaa_tf.adapt((xs[:200], ys[:200]), xt[:200], callbacks=[
+      Epochs(), keras.callbacks.ModelCheckpoint(str(tmp_path / "m-{epoch}.keras")),
+      keras.callbacks.TensorBoard(str(tmp_path / "tb")),
+      keras.callbacks.CSVLogger(str(tmp_path / "log.csv")),
+      keras.callbacks.TerminateOnNaN()], **options)
+  assert [e for e, _ in epochs] == [0, 1, 2] and result.runs[0]["steps"] == 12
+  assert set(epochs[0][1]) >= {"loss", "loss_cls", "loss_adv", "lr"}
+  saved = keras.models.load_model(tmp_path / "m-3.keras")  # the model after step 12
+  assert int(saved.step.numpy()) == 12
+  np.testing.assert_allclose(saved.predict(np.zeros((1, 28, 28, 3)), verbose=0).sum(), 1.0,
+                             rtol=1e-5)
+  with open(tmp_path / "log.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+  np.testing.assert_allclose(float(rows[1]["loss"]), epochs[1][1]["loss"], rtol=1e-5)
+  events = list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+  assert events and sum(e.stat().st_size for e in events) > 500  # epoch_loss and others
+  # EarlyStopping: no improvement of 10 in an epoch ends the run after epoch 1 (step 8).
+  stopped = biwaa_tf.adapt((xs[:200], ys[:200]), xt[:200], callbacks=[
+      keras.callbacks.EarlyStopping(monitor="loss", min_delta=10, patience=0)], **options)
+  assert stopped.runs[0]["steps"] == 8
+  with pytest.raises(UserError, match="BackupAndRestore is not needed"):
+    biwaa_tf.adapt((xs[:200], ys[:200]), xt[:200], callbacks=[
+        keras.callbacks.BackupAndRestore(str(tmp_path / "b"))], **options)

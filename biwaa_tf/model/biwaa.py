@@ -150,6 +150,7 @@ class BIWAAModel(keras.Model):
     self.bottleneck, self.classifier, self.discriminator = _heads(c, seed)
     self.backbone_optimizer = backbone_optimizer
     self.head_optimizer = head_optimizer
+    self.optimizer = head_optimizer  # what Keras' callbacks read (compile() sets it too)
     k, d, n = c.num_classes, c.bottleneck_dim, max(c.num_target, 1)
     # State: Keras weights (saved by save_weights, ModelCheckpoint, BackupAndRestore
     # and tf.train.Checkpoint alike). Every replica computes the same new value

@@ -94,10 +94,20 @@ def check(cfg, strategy, domains):
     run_lib.build_model(cfg, domains, cfg.seed)
 
 
+def _check_callbacks(callbacks):
+  import keras
+  for c in callbacks or []:
+    if isinstance(c, keras.callbacks.BackupAndRestore):
+      raise UserError("callbacks: BackupAndRestore is not needed here: a training resumes "
+                      "from its model_dir's checkpoints (the input position included) when "
+                      "called again with the same model_dir; drop it and pass model_dir")
+
+
 def train(cfg, strategy=None, domains=None, callbacks=None):
   """Trains cfg.runs runs (resuming), writes results.json, returns it.
 
-  `callbacks`: Keras callbacks called at every step of every run (run.train_run).
+  `callbacks`: Keras callbacks, given every run (run.train_run: epochs are checkpoint
+  intervals). BackupAndRestore is refused: a model_dir resumes by itself.
 
   `domains`: the datasets as preflight.prepare_data returned them (read if None).
   A training that fails with a UserError before its first checkpoint leaves no
@@ -106,6 +116,7 @@ def train(cfg, strategy=None, domains=None, callbacks=None):
   training there is refused in one line.
   """
   import tensorflow as tf
+  _check_callbacks(callbacks)
   strategy = strategy or tf.distribute.get_strategy()
   domains = domains or prepare_data(cfg)
   check(cfg, strategy, domains)  # before anything is written

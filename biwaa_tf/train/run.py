@@ -102,9 +102,12 @@ def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=No
   `source_distribution`: the class proportions the source is loaded in (None: as
   --balanced_source says); recorded in the result as `source_class_distribution`.
 
-  `callbacks`: Keras callbacks; each step calls on_train_batch_end(i, logs) with the
-  0-based step i of the run after its logs, checkpoint and TensorBoard scalars are
-  written; a callback setting model.stop_training ends the run early.
+  `callbacks`: Keras callbacks, with Keras' protocol (train, epoch and batch hooks);
+  an epoch is a checkpoint interval (--checkpoint_every steps) and its logs are the
+  mean of its steps' logs; on_train_batch_end(i, logs) gets the 0-based step i of the
+  run after the step's logs, checkpoint and TensorBoard scalars are written. A
+  callback setting model.stop_training ends the run after that step (the run is then
+  complete: a later call with the same model_dir does not continue it).
 
   Returns the run's result dict (also written to run_dir/run_result.json last,
   which marks the run complete; by the chief only, under multi-worker training).
@@ -201,10 +204,20 @@ def _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief, c
                             enabled=cfg.progress and chief)
   timer = progress.StepTimer()
   positions = None
+  # Keras' callback protocol, epochs being the checkpoint intervals: epoch e is steps
+  # e * checkpoint_every + 1 .. (e + 1) * checkpoint_every, and ends after its checkpoint.
+  epoch_steps = cfg.checkpoint_every
   hooks = keras.callbacks.CallbackList(callbacks or [], model=model)
+  hooks.set_params({"epochs": -(-cfg.steps_per_run // epoch_steps), "steps": epoch_steps,
+                    "verbose": 0})
   model.stop_training = False
   hooks.on_train_begin()
+  sums, count = {}, 0
   for i in range(start, cfg.steps_per_run):
+    epoch = i // epoch_steps
+    if i % epoch_steps == 0 or i == start:
+      hooks.on_epoch_begin(epoch)
+      sums, count = {}, 0
     hooks.on_train_batch_begin(i)
     logs, positions = step_fn(iterator)
     logs = {k: float(v) for k, v in logs.items()}
@@ -219,9 +232,14 @@ def _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief, c
       with _tensorboard_writes(run_dir), writer.as_default(step=step):
         for k, v in logs.items():
           tf.summary.scalar(f"train/{k}", v)
-    if step % cfg.checkpoint_every == 0 or step == cfg.steps_per_run:
+    end_of_epoch = step % epoch_steps == 0 or step == cfg.steps_per_run
+    if end_of_epoch:
       checkpoints.save(manager, step, checkpoint_bytes)
     hooks.on_train_batch_end(i, logs)
+    sums = {k: sums.get(k, 0.0) + v for k, v in logs.items()}
+    count += 1
+    if end_of_epoch:  # the epoch's logs: each value's mean over its steps
+      hooks.on_epoch_end(epoch, {k: v / count for k, v in sums.items()})
     if model.stop_training:
       log.warning("run %d: stopped by a callback after step %d", run, step)
       break
