@@ -74,10 +74,8 @@ class Discriminator(keras.layers.Layer):
     for j, layer in enumerate(self.hidden):
       h = layer(h, training=training)
       if training and self.rate > 0:
-        seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64) * 2 + j])
-        u = tf.random.stateless_uniform([global_rows, tf.shape(h)[1]], seed)
-        keep = tf.cast(tf.gather(u, rows) >= self.rate, h.dtype)
-        h = h * keep / tf.cast(1.0 - self.rate, h.dtype)
+        key = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64) * 2 + j])
+        h = layers.dropout_rows(h, key, [global_rows, tf.shape(h)[1]], rows, self.rate)
     return self.out(h)
 
 
@@ -213,9 +211,9 @@ class BIWAAModel(keras.Model):
   def from_config(cls, config):
     config = dict(config)
     image_size = config.pop("image_size", None)
-    optimizers = {name: keras.optimizers.deserialize(config.pop(name))
-                  if config.get(name) else config.pop(name, None)
-                  for name in ("backbone_optimizer", "head_optimizer")}
+    optimizers = {name: config.pop(name, None) for name in ("backbone_optimizer",
+                                                             "head_optimizer")}
+    optimizers = {k: v and keras.optimizers.deserialize(v) for k, v in optimizers.items()}
     model = cls(keras.saving.deserialize_keras_object(config.pop("backbone")),
                 MethodConfig(**config.pop("config")), seed=config.pop("seed"), **optimizers,
                 **config)

@@ -70,9 +70,24 @@ def masks(seed, step, rows, global_rows, pass_id=0):
 def keep_mask(seed, step, pass_id, layer_id, shape, rate):
   """1 where a unit is kept, 0 where dropped, for `shape` (global rows first): a pure
   function of its arguments (tested against a second draw and the keep rate)."""
-  key = tf.stack([tf.constant(int(seed) * 1024 + _STREAM, tf.int64),
-                  tf.cast(step, tf.int64) * 64 + pass_id * 16 + layer_id])
+  return _keep(_stream_key(seed, step, pass_id, layer_id), shape, rate)
+
+
+def _stream_key(seed, step, pass_id, layer_id):
+  return tf.stack([tf.constant(int(seed) * 1024 + _STREAM, tf.int64),
+                   tf.cast(step, tf.int64) * 64 + pass_id * 16 + layer_id])
+
+
+def _keep(key, shape, rate):
   return tf.cast(tf.random.stateless_uniform(shape, key) >= rate, tf.float32)
+
+
+def dropout_rows(x, key, global_shape, rows, rate):
+  """Dropout of `x`, this replica's `rows` of a global batch of `global_shape`, with the
+  mask drawn for the whole global batch from the stateless `key` (the discriminator's
+  and StatelessDropout's dropout: one device's masks on every replica)."""
+  keep = tf.cast(tf.gather(_keep(key, global_shape, rate), rows), x.dtype)
+  return x * keep / tf.cast(1.0 - rate, x.dtype)
 
 
 @keras.saving.register_keras_serializable(package="biwaa_tf")
@@ -94,12 +109,10 @@ class StatelessDropout(keras.layers.Layer):
     context = getattr(_context, "value", None)
     if context is None:
       keep = tf.cast(tf.random.uniform(noise) >= self.rate, x.dtype)
-    else:
-      seed, step, rows, global_rows, pass_id = context
-      full = tf.concat([[global_rows], noise[1:]], 0)
-      keep = tf.cast(tf.gather(keep_mask(seed, step, pass_id, self.layer_id, full, self.rate),
-                               rows), x.dtype)
-    return x * keep / tf.cast(1.0 - self.rate, x.dtype)
+      return x * keep / tf.cast(1.0 - self.rate, x.dtype)
+    seed, step, rows, global_rows, pass_id = context
+    return dropout_rows(x, _stream_key(seed, step, pass_id, self.layer_id),
+                        tf.concat([[global_rows], noise[1:]], 0), rows, self.rate)
 
   def compute_output_shape(self, input_shape):
     return input_shape
