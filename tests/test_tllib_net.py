@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import tensorflow as tf
 from conftest import REPO, run_main, tiny_flags
 
@@ -104,14 +103,12 @@ def test_tllib_net_resumes_bit_exact(tiny_domains, tmp_path):
   assert (tmp_path / "m" / name).read_bytes() == (tmp_path / "full" / name).read_bytes()
 
 
-@pytest.mark.parametrize("method", ["biwaa"])
-def test_tllib_net_two_replicas_match_one_device(tiny_domains, tmp_path, method):
+def test_tllib_net_two_replicas_match_one_device(tiny_domains, tmp_path):
   root, src, tgt = tiny_domains
   strict = {"TF_ENABLE_ONEDNN_OPTS": "0"}  # see test_distribute.STRICT
-  one = run_main(tiny_flags(root, src, tgt, tmp_path / "one", *TLLIB, f"--method={method}"),
+  one = run_main(tiny_flags(root, src, tgt, tmp_path / "one", *TLLIB), env=strict)
+  two = run_main(tiny_flags(root, src, tgt, tmp_path / "two", *TLLIB, "--cpu_replicas=2"),
                  env=strict)
-  two = run_main(tiny_flags(root, src, tgt, tmp_path / "two", *TLLIB, f"--method={method}",
-                            "--cpu_replicas=2"), env=strict)
   assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
   a = np.load(tmp_path / "one" / "run_0" / "target_probs.npy")
   b = np.load(tmp_path / "two" / "run_0" / "target_probs.npy")
