@@ -115,9 +115,10 @@ def adapt(source, target, target_eval=None, *, model_dir=None, callbacks=None,
                None trains in a temporary directory, removed afterwards. The training
                holds model_dir's lock while it runs (another training there raises
                ModelDirBusy; README, "Long trainings"); a full disk raises StorageError.
-  callbacks:   Keras callbacks, given every run with Keras' protocol, an epoch being a
+  callbacks:   Keras callbacks, given to every run's BIWAAModel.fit(), an epoch being a
                checkpoint interval (checkpoint_every steps; its logs the mean of its
-               steps'); on_train_batch_end sees the step's logs: loss, loss_cls,
+               steps'; model.step is the run's step); on_train_batch_end sees the
+               step's logs: loss, loss_cls,
                loss_adv, loss_ms, disc_acc, pseudo_acc, lr, grl_coeff. A callback that
                sets stop_training ends that run. BackupAndRestore is refused (model_dir
                resumes by itself).

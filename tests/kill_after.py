@@ -29,7 +29,7 @@ class KillAfterStep(keras.callbacks.Callback):
     self.run = run
 
   def on_train_batch_end(self, batch, logs=None):
-    if self.run == int(RUN) and AT != "done" and batch + 1 == int(AT):
+    if self.run == int(RUN) and AT != "done" and int(self.model.step.numpy()) == int(AT):
       os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -52,9 +52,12 @@ def test_fit_callbacks_see_the_step_logs_and_steps_per_execution(fit_setup):
   make, data, tgt, yt = fit_setup
   for spe in (1, 5):
     model, rec = make(steps_per_execution=spe), Recorder()
-    model.fit(data, epochs=2, steps_per_epoch=10, callbacks=[rec], verbose=0)
+    history = model.fit(data, epochs=2, steps_per_epoch=10, callbacks=[rec], verbose=0)
     assert int(model.step.numpy()) == 20
     assert len(rec.batches) == 20 // spe
+    # An epoch's logs: each value's mean over its steps (as Keras' metrics would give).
+    second = [logs["loss_cls"] for _, logs in rec.batches[10 // spe:]]
+    assert history.history["loss_cls"][1] == pytest.approx(np.mean(second), rel=1e-6)
     assert STEP_LOGS <= set(rec.batches[-1][1])
     # lr follows the inv schedule: step 19's backbone lr.
     assert rec.batches[-1][1]["lr"] == pytest.approx(0.01 * (1 + 0.001 * 19) ** -0.75,
@@ -457,6 +460,17 @@ def test_adapt_gives_keras_callbacks_epochs(arrays, tmp_path):
   stopped = biwaa_tf.adapt((xs[:200], ys[:200]), xt[:200], callbacks=[
       keras.callbacks.EarlyStopping(monitor="loss", min_delta=10, patience=0)], **options)
   assert stopped.runs[0]["steps"] == 8
+  # A callback that stops mid-epoch ends the run there, for good: the same call again
+  # (same model_dir) returns that run and trains nothing more.
+  class StopAfter5(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+      if int(self.model.step.numpy()) == 5:
+        self.model.stop_training = True
+  kept = dict(options, model_dir=str(tmp_path / "stopped"))
+  first = biwaa_tf.adapt((xs[:200], ys[:200]), xt[:200], callbacks=[StopAfter5()], **kept)
+  again = biwaa_tf.adapt((xs[:200], ys[:200]), xt[:200], **kept)
+  assert first.runs[0]["steps"] == again.runs[0]["steps"] == 5
+  assert again.runs[0]["accuracy"] == first.runs[0]["accuracy"]
   with pytest.raises(UserError, match="BackupAndRestore is not needed"):
     biwaa_tf.adapt((xs[:200], ys[:200]), xt[:200], callbacks=[
         keras.callbacks.BackupAndRestore(str(tmp_path / "b"))], **options)

@@ -275,8 +275,8 @@ def test_image_unreadable_during_training_is_skipped_and_counted(tmp_path):
   opts = pipeline.ImageOptions(28, 28, False, "unit")
   ds = pipeline.training_pairs(il, il, opts, 4, seed=0, num_classes=2)
   steps = 6
-  for _, (p_s, p_t) in ds.take(steps):
-    last = [int(p_s.numpy().max()), int(p_t.numpy().max())]
+  for _, positions in ds.take(steps):
+    last = positions.numpy().tolist()
   skipped = pipeline.skipped_images(last, steps, 4)
   # Expected: how often the bad index occurs in each domain's stream up to there.
   for domain, seed in ((0, 0), (1, 1)):
@@ -285,6 +285,30 @@ def test_image_unreadable_during_training_is_skipped_and_counted(tmp_path):
     expected = sum(int(i) == bad for i, _ in stream.as_numpy_iterator())
     assert skipped[domain] == expected
   assert sum(skipped) >= 1
+
+
+def test_input_resumed_at_its_position_continues_the_same_batches(tmp_path):
+  """A resumed run rebuilds its input from the checkpoint's stream positions: the
+  batches after step k equal those one iterator gives after k steps, with a
+  class-balanced target (rejection draws), an unreadable file (a gap in the positions)
+  and more steps than an epoch of either domain."""
+  root = str(tmp_path)
+  il = lists.read_list_file(make_domain(root, "d", [5, 2], seed=0), root)
+  with open(il.paths[3], "wb") as f:
+    f.write(b"\x89PNG\r\n\x1a\n garbage")
+  opts = pipeline.ImageOptions(28, 28, False, "unit", train_crop="random")
+  balance = np.array([0, 1, 1, 0, 1, 0, 1])
+
+  def pairs(start=(0, 0)):
+    return pipeline.training_pairs(il, il, opts, 3, seed=5, target_balance=balance,
+                                   num_classes=2, start=start)
+  whole = list(pairs().take(9).as_numpy_iterator())
+  k = 4
+  resumed = list(pairs(start=whole[k - 1][1] + 1).take(9 - k).as_numpy_iterator())
+  for a, b in zip(whole[k:], resumed):
+    for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(b)):
+      np.testing.assert_array_equal(x, y)
+  assert (whole[-1][1] + 1 > 9 * 3).any()  # a gap: the unreadable file was skipped
 
 
 def test_clutter_shift_draws_class_unrelated_structure():

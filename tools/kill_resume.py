@@ -91,7 +91,7 @@ def _child(argv):
 
   class StepTrace(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
-      trace(f"step run {current_run[0]} step {batch + 1}")
+      trace(f"step run {current_run[0]} step {int(self.model.step.numpy())}")
       maybe_kill("step")
 
   checkpoints.save = traced("checkpoint", checkpoints.save,

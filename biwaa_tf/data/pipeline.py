@@ -100,13 +100,15 @@ def image_loader(image_list):
 
 
 def train_dataset(image_list, opts, batch_size, seed, balance_labels=None, num_classes=None,
-                  drop_small_classes=False, class_distribution=None):
+                  drop_small_classes=False, class_distribution=None, start=0):
   """Batches of (images, labels, indices, positions), infinite.
 
   `positions` number the elements of the (balanced) index stream: augmentation
-  is seeded by them (stateless, so a resumed iterator reproduces the same
-  crops), and a file that cannot be decoded during training is skipped, leaving
-  a gap in them by which it is counted (see `skipped_images`).
+  is seeded by them (stateless), and a file that cannot be decoded during training
+  is skipped, leaving a gap in them by which it is counted (see `skipped_images`).
+  `start`: the position to begin at. The stream before it is skipped before any
+  file is read, so a resumed run continues with exactly the batches it would have
+  trained on (a new dataset's first iterator draws its order from the seed alone).
   """
   read = image_loader(image_list)
   labels = tf.constant(image_list.labels)
@@ -121,6 +123,8 @@ def train_dataset(image_list, opts, batch_size, seed, balance_labels=None, num_c
 
   ds = index_stream(image_list.labels, seed, balance_labels, num_classes,
                     batch_size if drop_small_classes else None, class_distribution).enumerate()
+  if start:
+    ds = ds.skip(start)
   ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
   ds = ds.ignore_errors(log_warning=True)
   return ds.batch(batch_size, drop_remainder=True)
@@ -135,24 +139,26 @@ def skipped_images(last_positions, steps, batch_size):
 
 
 def training_pairs(source, target, opts, batch_size, seed, target_balance=None,
-                   num_classes=None, balance_source=True, source_distribution=None):
-  """Elements (((x_s, y_s), (x_t, index_t, y_t)), (positions_s, positions_t)).
+                   num_classes=None, balance_source=True, source_distribution=None,
+                   start=(0, 0)):
+  """Elements (((x_s, y_s), (x_t, index_t, y_t)), last_positions).
 
   The source is class-balanced by its labels (uniform when not `balance_source`; in
   the proportions `source_distribution` when given), the target by `target_balance`
   (uniform when None; a class predicted for fewer than batch_size / K samples is
-  dropped, as in the implementation). y_t is -1 when unknown; the positions feed
-  `skipped_images`.
+  dropped, as in the implementation). y_t is -1 when unknown. `last_positions` (2,)
+  is each domain's largest stream position in the batch: one past it is where a
+  resumed run starts (`start`, per domain), and it feeds `skipped_images`.
   """
   by_class = balance_source or source_distribution is not None
   src = train_dataset(source, opts, batch_size, seed, source.labels if by_class else None,
-                      num_classes, class_distribution=source_distribution)
+                      num_classes, class_distribution=source_distribution, start=start[0])
   tgt = train_dataset(target, opts, batch_size, seed + 1, target_balance, num_classes,
-                      drop_small_classes=True)
+                      drop_small_classes=True, start=start[1])
 
   def pair(s, t):
     (x_s, y_s, _, p_s), (x_t, y_t, i_t, p_t) = s, t
-    return ((x_s, y_s), (x_t, i_t, y_t)), (p_s, p_t)
+    return ((x_s, y_s), (x_t, i_t, y_t)), tf.stack([tf.reduce_max(p_s), tf.reduce_max(p_t)])
   ds = tf.data.Dataset.zip(src, tgt).map(pair)
   return ds.prefetch(AUTOTUNE)
 
@@ -161,7 +167,7 @@ def fit_dataset(source, target, opts, batch_size, seed=0, target_balance=None, n
                 balance_source=True, source_distribution=None):
   """The paired training batches for BIWAAModel.fit(): ((x_s, y_s), (x_t, index_t, y_t)).
 
-  The same batches the command line trains on (`training_pairs`), without the
+  The same batches the command line trains on (`training_pairs`), without their
   stream positions; infinite: give fit() `steps_per_epoch`.
   """
   num_classes = num_classes or len(source.class_names)  # the source's classes by default

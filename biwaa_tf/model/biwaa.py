@@ -40,6 +40,13 @@ def _is_paired(spec):
           and len(spec[0]) == 2 and isinstance(spec[1], tuple) and len(spec[1]) == 3)
 
 
+def _split_positions(data):
+  """(batch, positions) of a training element; positions None when it has none."""
+  if len(data) == 2 and not isinstance(data[1], (tuple, list)):
+    return data[0], data[1]
+  return data, None
+
+
 def _xavier_dense(units, name, activation=None):
   return keras.layers.Dense(units, activation=activation, name=name,
                             kernel_initializer="glorot_normal", bias_initializer="zeros")
@@ -136,6 +143,8 @@ class BIWAAModel(keras.Model):
     agg_table, agg_seen          within-run aggregated target probabilities
     prev_aggregate, has_prev     the across-run aggregate from earlier runs
     target_labels                true target labels (-1 unknown): diagnostics only
+    input_position               each domain's input stream position of the last batch
+                                 trained on (-1: none), when the batches carry it
     loss_scale, good_steps       the dynamic loss scale (float16 only)
   """
 
@@ -165,6 +174,8 @@ class BIWAAModel(keras.Model):
     self.prev_aggregate = state("prev_aggregate", (n, k))
     self.has_prev = state("has_prev", (), "bool", False)
     self.target_labels = state("target_labels", (n,), "int64", -1)
+    self.input_position = state("input_position", (2,), "int64", -1)
+    self._epoch_sums, self._epoch_steps = {}, 0  # fit(): the epoch's logs are means
     if c.loss_scaling:
       self.loss_scale = state("loss_scale", (), "float32", loss_scale.INITIAL_SCALE)
       self.good_steps = state("good_steps", (), "int64")
@@ -259,17 +270,84 @@ class BIWAAModel(keras.Model):
       for opt, variables in self._optimizer_groups():
         opt.build(variables)
 
+  def get_compile_config(self):
+    """Keras' options of compile(); the optimizers travel in get_config()."""
+    if not self.compiled:
+      return None
+    return {"steps_per_execution": self.steps_per_execution,
+            "jit_compile": bool(self.jit_compile)}
+
+  def compile_from_config(self, config):
+    """load_model(): compile again with the restored optimizers."""
+    self.compile(self.backbone_optimizer, self.head_optimizer, **config)
+
   def fit(self, x=None, *args, shuffle=False, **kwargs):
     """Keras' fit(); the paired dataset (pipeline.fit_dataset) is infinite and already
-    shuffled: give `steps_per_epoch`."""
-    if args or "y" in kwargs or not isinstance(x, tf.data.Dataset) or not _is_paired(
-        x.element_spec):
+    shuffled: give `steps_per_epoch`. Batch logs are the step's values (loss, loss_cls,
+    loss_adv, ..., lr); an epoch's logs are each value's mean over the epoch's steps.
+
+    The training runs (command line, adapt()) call it too, with batches that carry
+    their input stream positions (see train_step) and, under several replicas, a
+    distributed dataset (train.distribute.distribute_batches)."""
+    spec = getattr(x, "element_spec", None)
+    if args or "y" in kwargs or spec is None or not (
+        _is_paired(spec) or (isinstance(spec, tuple) and len(spec) == 2
+                             and _is_paired(spec[0]))):
       raise ValueError(
           "BIWAAModel.fit() takes the paired dataset of biwaa_tf.fit_dataset(source, "
           "target, options, batch_size): ((source images, labels), (target images, "
           "indices, labels)) batches; for arrays use biwaa_tf.from_arrays for each domain, "
           "or biwaa_tf.adapt()")
     return super().fit(x, shuffle=shuffle, **kwargs)
+
+  def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+    # Keras builds a model under a strategy from a batch of a first iterator of the
+    # data; a tf.data shuffle reshuffles for each new iterator, so the training's own
+    # iterator would not start where one device's does. build_all() made every
+    # variable already: nothing is drawn.
+    if not self.built:
+      super()._maybe_symbolic_build(iterator, data_batch)
+
+  def make_train_function(self, force=False):
+    """fit()'s step function: `steps_per_execution` train steps on each replica, their
+    last logs averaged over the replicas; in Python it also sums each step's logs for
+    the epoch's means. jit_compile compiles train_step itself (within each replica)."""
+    if self.train_function is not None and not force:
+      return self.train_function
+    strategy = self.distribute_strategy
+    step = self.train_step
+    if self.jit_compile and not self.run_eagerly:
+      step = tf.function(step, jit_compile=True)
+
+    def placed_step(data):  # each replica's rows on its device (collectives need it)
+      return step(tf.nest.map_structure(tf.identity, data))
+
+    def steps(iterator):
+      for _ in range(self.steps_per_execution):
+        logs = strategy.run(placed_step, args=(next(iterator),))
+      return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+              for k, v in logs.items()}
+    if not self.run_eagerly:
+      steps = tf.function(steps)
+
+    def train_function(iterator):
+      logs = {k: float(v) for k, v in steps(iterator).items()}
+      for k, v in logs.items():
+        self._epoch_sums[k] = self._epoch_sums.get(k, 0.0) + v
+      self._epoch_steps += 1
+      return logs
+    self.train_function = train_function
+    return train_function
+
+  def reset_metrics(self):
+    super().reset_metrics()
+    self._epoch_sums, self._epoch_steps = {}, 0
+
+  def get_metrics_result(self):
+    """In fit(): the epoch's mean of each step log (Keras makes them the epoch's logs)."""
+    if self._epoch_steps:
+      return {k: v / self._epoch_steps for k, v in self._epoch_sums.items()}
+    return super().get_metrics_result()
 
   def test_step(self, data):
     """evaluate() on (images, labels) batches: mean cross-entropy and accuracy."""
@@ -286,7 +364,9 @@ class BIWAAModel(keras.Model):
 
   # ----- training -----
   def train_step(self, data):
-    """One BIWAA step (Algorithm 1, lines 6-27)."""
+    """One BIWAA step (Algorithm 1, lines 6-27). `data`: ((x_s, y_s), (x_t, idx_t,
+    y_t)), or that and the batch's input stream positions (recorded for resuming)."""
+    data, positions = _split_positions(data)
     (x_s, y_s), (x_t, idx_t, y_t_true) = data
     c = self.config
     # The step counter is read once, before any replica synchronises (see below).
@@ -317,6 +397,8 @@ class BIWAAModel(keras.Model):
         self.source_centroids.assign(centroids[0])
         self.target_centroids.assign(centroids[1])
       self.step.assign_add(1)
+      if positions is not None:
+        self.input_position.assign(positions)
     logs.update(loss=total, grl_coeff=reversal, lr=lr)
     if c.loss_scaling:
       logs["loss_scale"] = tf.identity(self.loss_scale)

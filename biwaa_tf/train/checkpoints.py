@@ -46,12 +46,22 @@ def _remove_checkpoint(prefix):
   shutil.rmtree(prefix + "_temp", ignore_errors=True)
 
 
+def check_input_position(prefix, run):
+  """Refuses, in one line, a checkpoint of an earlier version that saved the input
+  pipeline's iterator instead of the input position (it cannot resume here)."""
+  names = tf.train.load_checkpoint(prefix).get_variable_to_dtype_map()
+  if not any("input_position" in n for n in names):
+    raise UserError(f"run {run}: checkpoint {prefix} was written by an earlier biwaa_tf "
+                    "that recorded no input position, so this version cannot resume it "
+                    "exactly; train into a new --model_dir (or finish it with that version)")
+
+
 def damage(prefix):
   """Why checkpoint `prefix` cannot be restored (its index or any tensor unreadable, a
   checksum wrong), or None when every tensor reads back."""
   try:
     dtypes = tf.train.load_checkpoint(prefix).get_variable_to_dtype_map()
-    keys = sorted(dtypes)  # every tensor read once, the input position's variant too
+    keys = sorted(dtypes)  # every tensor read once
     with tf.device("/cpu:0"):
       tf.raw_ops.RestoreV2(prefix=prefix, tensor_names=keys, shape_and_slices=[""] * len(keys),
                            dtypes=[dtypes[k] for k in keys])

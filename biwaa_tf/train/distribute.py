@@ -90,17 +90,42 @@ def check_jit(strategy, jit_compile):
 
 
 def split_batch(strategy, batch, batch_size):
-  """Per-replica values: replica r gets rows r*b..(r+1)*b of the global batch.
-
-  Every worker reads the same global batches from its own (checkpointable)
-  iterator; each replica takes its rows, so R replicas see what one device does.
-  """
+  """Per-replica values: replica r gets rows r*b..(r+1)*b of the global batch."""
   r = strategy.num_replicas_in_sync
   if r == 1:
     return batch
   b = batch_size // r
 
   def rows(ctx):
-    k = ctx.replica_id_in_sync_group
-    return tf.nest.map_structure(lambda t: t[k * b:(k + 1) * b], batch)
+    return _replica_rows(batch, ctx.replica_id_in_sync_group, b)
   return strategy.experimental_distribute_values_from_function(rows)
+
+
+def distribute_batches(strategy, dataset, batch_size):
+  """The dataset of global batches as fit() takes it under `strategy`: replica r gets
+  rows r*b..(r+1)*b of every global batch (b = batch_size / replicas).
+
+  Elements are (batch, extra): `extra` (the batch's stream positions) goes whole to
+  every replica. Each worker reads the same global batches from its own pipeline and
+  keeps its replicas' rows; with one replica the dataset is returned as it is.
+  """
+  r = strategy.num_replicas_in_sync
+  if r == 1:
+    return dataset
+  b = batch_size // r
+
+  def per_worker(ctx):
+    local = r // ctx.num_input_pipelines
+    first = ctx.input_pipeline_id * local
+
+    def replicas(batch, extra):  # this worker's replicas' rows, one element each
+      rows = [_replica_rows(batch, first + j, b) for j in range(local)]
+      return tf.data.Dataset.from_tensor_slices(
+          (tf.nest.map_structure(lambda *t: tf.stack(t), *rows),
+           tf.repeat(extra[None], local, axis=0)))
+    return dataset.flat_map(replicas)
+  return strategy.distribute_datasets_from_function(per_worker)
+
+
+def _replica_rows(batch, replica, rows):
+  return tf.nest.map_structure(lambda t: t[replica * rows:(replica + 1) * rows], batch)

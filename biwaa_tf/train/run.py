@@ -76,6 +76,7 @@ def build_model(cfg, domains, seed):
     log.info("batch normalisation statistics over all %d replicas", replicas)
   with _image_size_errors(cfg):
     model.build_all(cfg.image_size)
+  model.compile(backbone_opt, head_opt, jit_compile=cfg.jit_compile, steps_per_execution=1)
   return model
 
 
@@ -102,12 +103,12 @@ def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=No
   `source_distribution`: the class proportions the source is loaded in (None: as
   --balanced_source says); recorded in the result as `source_class_distribution`.
 
-  `callbacks`: Keras callbacks, with Keras' protocol (train, epoch and batch hooks);
-  an epoch is a checkpoint interval (--checkpoint_every steps) and its logs are the
-  mean of its steps' logs; on_train_batch_end(i, logs) gets the 0-based step i of the
-  run after the step's logs, checkpoint and TensorBoard scalars are written. A
-  callback setting model.stop_training ends the run after that step (the run is then
-  complete: a later call with the same model_dir does not continue it).
+  `callbacks`: Keras callbacks. The run trains with BIWAAModel.fit(), an epoch being a
+  checkpoint interval (--checkpoint_every steps); its logs are the mean of its steps'
+  logs. Batch hooks run after the step's checkpoint and TensorBoard scalars are
+  written (model.step is the run's step). A callback setting model.stop_training ends
+  the run after that step (the run is then complete: a later call with the same
+  model_dir does not continue it).
 
   Returns the run's result dict (also written to run_dir/run_result.json last,
   which marks the run complete; by the chief only, under multi-worker training).
@@ -131,12 +132,8 @@ def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=No
   if source_distribution is not None:
     log.info("run %d: source loaded in the predicted target class proportions %s", run,
              np.round(source_distribution, 3).tolist())
-  data = pipeline.training_pairs(domains.source, domains.target, opts, cfg.batch_size, seed,
-                                 balance_labels, domains.num_classes, cfg.balanced_source,
-                                 source_distribution)
-  iterator = iter(data)
   ckpt = tf.train.Checkpoint(model=model, backbone_optimizer=model.backbone_optimizer,
-                             head_optimizer=model.head_optimizer, data=iterator)
+                             head_optimizer=model.head_optimizer)
   ckpt_dir = os.path.join(run_dir, "ckpt")
   # The newest readable checkpoint (damaged ones are reported, and removed by the chief).
   latest = checkpoints.resume_point(ckpt_dir, run, repair=chief)
@@ -144,6 +141,7 @@ def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=No
     ckpt_dir = tempfile.mkdtemp(prefix="biwaa-worker-ckpt-")
   manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=CHECKPOINTS_KEPT)
   if latest:
+    checkpoints.check_input_position(latest, run)
     ckpt.restore(latest).assert_existing_objects_matched()
     log.info("run %d: resumed from %s at step %d", run, latest, int(model.step.numpy()))
   size = (checkpoints.size_on_disk(latest) if latest else
@@ -151,8 +149,13 @@ def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=No
   if chief:  # before the first step: warn of a disk that cannot take the run
     checkpoints.warn_if_short_of_space(run, ckpt_dir, size, _output_bytes(domains, model),
                                        keep=CHECKPOINTS_KEPT)
-  skipped, speed = _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief,
-                                callbacks, checkpoint_bytes=size)
+  # The input continues where the checkpoint's last batch ended.
+  data = pipeline.training_pairs(domains.source, domains.target, opts, cfg.batch_size, seed,
+                                 balance_labels, domains.num_classes, cfg.balanced_source,
+                                 source_distribution, start=model.input_position.numpy() + 1)
+  data = distribute.distribute_batches(strategy, data, cfg.batch_size)
+  skipped, speed = _fit(cfg, model, data, manager, run, run_dir, chief, callbacks,
+                        checkpoint_bytes=size)
   if not chief:
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return None
@@ -178,88 +181,95 @@ def training_class_distribution(cfg, domains):
   return counts / counts.sum()
 
 
-def _train_steps(cfg, model, iterator, manager, run, run_dir, strategy, chief, callbacks=None,
-                 checkpoint_bytes=None):
-  # A nested tf.function only for XLA: collectives inside one lose their
-  # device placement under MultiWorkerMirroredStrategy.
-  train_step = (tf.function(model.train_step, jit_compile=True) if cfg.jit_compile
-                else model.train_step)
+class _RunEnd(keras.callbacks.Callback):
+  """Ends fit() after the run's last step (which may fall inside an epoch), after the
+  user's callbacks have seen it."""
 
-  @tf.function
-  def step_fn(it):
-    batch, positions = next(it)
-    batch = distribute.split_batch(strategy, batch, cfg.batch_size)
-    # tf.identity places each replica's rows on its device (collectives need it).
-    logs = strategy.run(lambda b: train_step(tf.nest.map_structure(tf.identity, b)),
-                        args=(batch,))
-    logs = {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-            for k, v in logs.items()}
-    return logs, tf.stack([tf.reduce_max(p) for p in positions])
+  def __init__(self, steps_per_run):
+    super().__init__()
+    self.steps_per_run = steps_per_run
 
-  start = int(model.step.numpy())
-  writer = (tf.summary.create_file_writer(os.path.join(run_dir, "tb")) if chief
-            else tf.summary.create_noop_writer())
-  images_per_step = 2 * cfg.batch_size if cfg.adversarial else cfg.batch_size
-  shown = progress.Progress(run, start, cfg.steps_per_run, images_per_step,
-                            enabled=cfg.progress and chief)
-  timer = progress.StepTimer()
-  positions = None
-  # Keras' callback protocol, epochs being the checkpoint intervals: epoch e is steps
-  # e * checkpoint_every + 1 .. (e + 1) * checkpoint_every, and ends after its checkpoint.
-  epoch_steps = cfg.checkpoint_every
-  hooks = keras.callbacks.CallbackList(callbacks or [], model=model)
-  hooks.set_params({"epochs": -(-cfg.steps_per_run // epoch_steps), "steps": epoch_steps,
-                    "verbose": 0})
-  model.stop_training = False
-  hooks.on_train_begin()
-  sums, count = {}, 0
-  for i in range(start, cfg.steps_per_run):
-    epoch = i // epoch_steps
-    if i % epoch_steps == 0 or i == start:
-      hooks.on_epoch_begin(epoch)
-      sums, count = {}, 0
-    hooks.on_train_batch_begin(i)
-    logs, positions = step_fn(iterator)
-    logs = {k: float(v) for k, v in logs.items()}
-    timer.tick()
+  def on_train_batch_end(self, batch, logs=None):
+    if int(self.model.step.numpy()) >= self.steps_per_run:
+      self.model.stop_training = True
+
+
+class _RunSteps(keras.callbacks.Callback):
+  """The run's own work after each step of fit(), before the user's callbacks: the NaN
+  stop, the progress line, TensorBoard scalars, and a checkpoint at the end of each
+  epoch (a checkpoint interval) and at the run's last step."""
+
+  def __init__(self, cfg, manager, run, run_dir, chief, checkpoint_bytes):
+    super().__init__()
+    self.cfg, self.manager, self.run, self.run_dir = cfg, manager, run, run_dir
+    self.checkpoint_bytes = checkpoint_bytes
+    self.writer = (tf.summary.create_file_writer(os.path.join(run_dir, "tb")) if chief
+                   else tf.summary.create_noop_writer())
+    self.images_per_step = 2 * cfg.batch_size if cfg.adversarial else cfg.batch_size
+    self.timer = progress.StepTimer()
+    self.start = self.step = None
+    self.chief = chief
+
+  def on_train_begin(self, logs=None):
+    self.start = self.step = int(self.model.step.numpy())
+    self.shown = progress.Progress(self.run, self.start, self.cfg.steps_per_run,
+                                   self.images_per_step,
+                                   enabled=self.cfg.progress and self.chief)
+
+  def on_train_batch_end(self, batch, logs=None):
+    cfg = self.cfg
+    self.timer.tick()
+    self.step += 1
     if not np.isfinite(logs["loss"]):
       raise NonFiniteLoss(
-          f"run {run}: non-finite loss ({logs['loss']}) at step {i}; stopped, the last "
-          f"good checkpoint ({manager.latest_checkpoint or 'none'}) is kept. Lower --lr?")
-    step = i + 1
-    shown.update(step, logs)
-    if step % cfg.log_every == 0 or step == cfg.steps_per_run:
-      with _tensorboard_writes(run_dir), writer.as_default(step=step):
+          f"run {self.run}: non-finite loss ({logs['loss']}) at step {self.step - 1}; "
+          f"stopped, the last good checkpoint ({self.manager.latest_checkpoint or 'none'}) "
+          "is kept. Lower --lr?")
+    self.shown.update(self.step, logs)
+    last = self.step == cfg.steps_per_run
+    if self.step % cfg.log_every == 0 or last:
+      with _tensorboard_writes(self.run_dir), self.writer.as_default(step=self.step):
         for k, v in logs.items():
           tf.summary.scalar(f"train/{k}", v)
-    end_of_epoch = step % epoch_steps == 0 or step == cfg.steps_per_run
-    if end_of_epoch:
-      checkpoints.save(manager, step, checkpoint_bytes)
-    hooks.on_train_batch_end(i, logs)
-    sums = {k: sums.get(k, 0.0) + v for k, v in logs.items()}
-    count += 1
-    if end_of_epoch:  # the epoch's logs: each value's mean over its steps
-      hooks.on_epoch_end(epoch, {k: v / count for k, v in sums.items()})
-    if model.stop_training:
-      log.warning("run %d: stopped by a callback after step %d", run, step)
-      break
-  hooks.on_train_end()
-  with _tensorboard_writes(run_dir):
-    writer.flush()
-  if positions is None:
+    if batch + 1 == self.params["steps"] or last:
+      checkpoints.save(self.manager, self.step, self.checkpoint_bytes)
+
+  def on_train_end(self, logs=None):
+    with _tensorboard_writes(self.run_dir):
+      self.writer.flush()
+
+
+def _fit(cfg, model, data, manager, run, run_dir, chief, callbacks=None,
+         checkpoint_bytes=None):
+  """The run's remaining steps as BIWAAModel.fit(), an epoch being a checkpoint interval
+  (--checkpoint_every steps, counted from the step it starts or resumes at)."""
+  steps = _RunSteps(cfg, manager, run, run_dir, chief, checkpoint_bytes)
+  start = int(model.step.numpy())
+  if start < cfg.steps_per_run:
+    first_epoch = start // cfg.checkpoint_every
+    epochs = first_epoch + -(-(cfg.steps_per_run - start) // cfg.checkpoint_every)
+    model.fit(data, epochs=epochs, initial_epoch=first_epoch,
+              steps_per_epoch=cfg.checkpoint_every,
+              callbacks=[steps, *(callbacks or []), _RunEnd(cfg.steps_per_run)], verbose=0)
+  end = int(model.step.numpy())
+  if start < end < cfg.steps_per_run:
+    log.warning("run %d: stopped by a callback after step %d", run, end)
+  if end == start:
     return [0, 0], None
   speed = None
+  timer = steps.timer
+  images_per_step = steps.images_per_step
   if timer.durations:
     speed = {"train_images_per_second": images_per_step / timer.median,
              "median_step_seconds": timer.median}
     log.info("run %d: median step %.1f ms (mean %.1f ms with checkpoints), %.0f training "
-                 "images/s (%s)", run, 1e3 * timer.median, 1e3 * timer.mean,
-                 speed["train_images_per_second"],
-                 "source + target" if cfg.adversarial else "source")
-  skipped = pipeline.skipped_images(positions.numpy(), int(model.step.numpy()), cfg.batch_size)
+             "images/s (%s)", run, 1e3 * timer.median, 1e3 * timer.mean,
+             speed["train_images_per_second"],
+             "source + target" if cfg.adversarial else "source")
+  skipped = pipeline.skipped_images(model.input_position.numpy(), end, cfg.batch_size)
   if any(skipped):
     log.warning("run %d: skipped %d source and %d target image(s) that could not be "
-                    "decoded during training", run, *skipped)
+                "decoded during training", run, *skipped)
   return skipped, speed
 
 
