@@ -32,7 +32,7 @@ CASES = {
     "demo": ["--flagfile=configs/demo.flags", "--steps_per_run=400", "--checkpoint_every=200"],
     # ResNet-50 at 112 px on the same images, batch 8 + 8.
     "resnet50_112": ["--flagfile=configs/demo.flags", "--backbone=resnet50", "--image_size=112",
-                     "--resize_size=128", "--batch_size=8", "--steps_per_run=30",
+                     "--resize_size=128", "--batch_size=8", "--steps_per_run=30", "--lr=0.001",
                      "--checkpoint_every=30"],
 }
 
