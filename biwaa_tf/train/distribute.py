@@ -89,18 +89,6 @@ def check_jit(strategy, jit_compile):
                     "drop --jit_compile or use --distribution_strategy=one_device")
 
 
-def split_batch(strategy, batch, batch_size):
-  """Per-replica values: replica r gets rows r*b..(r+1)*b of the global batch."""
-  r = strategy.num_replicas_in_sync
-  if r == 1:
-    return batch
-  b = batch_size // r
-
-  def rows(ctx):
-    return _replica_rows(batch, ctx.replica_id_in_sync_group, b)
-  return strategy.experimental_distribute_values_from_function(rows)
-
-
 def distribute_batches(strategy, dataset, batch_size):
   """The dataset of global batches as fit() takes it under `strategy`: replica r gets
   rows r*b..(r+1)*b of every global batch (b = batch_size / replicas).
