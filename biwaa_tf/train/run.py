@@ -183,14 +183,14 @@ def training_class_distribution(cfg, domains):
 
 class _RunEnd(keras.callbacks.Callback):
   """Ends fit() after the run's last step (which may fall inside an epoch), after the
-  user's callbacks have seen it."""
+  user's callbacks have seen it; the step is the one _RunSteps counts."""
 
-  def __init__(self, steps_per_run):
+  def __init__(self, steps):
     super().__init__()
-    self.steps_per_run = steps_per_run
+    self.steps = steps
 
   def on_train_batch_end(self, batch, logs=None):
-    if int(self.model.step.numpy()) >= self.steps_per_run:
+    if self.steps.step >= self.steps.cfg.steps_per_run:
       self.model.stop_training = True
 
 
@@ -207,12 +207,12 @@ class _RunSteps(keras.callbacks.Callback):
                    else tf.summary.create_noop_writer())
     self.images_per_step = 2 * cfg.batch_size if cfg.adversarial else cfg.batch_size
     self.timer = progress.StepTimer()
-    self.start = self.step = None
+    self.step = None
     self.chief = chief
 
   def on_train_begin(self, logs=None):
-    self.start = self.step = int(self.model.step.numpy())
-    self.shown = progress.Progress(self.run, self.start, self.cfg.steps_per_run,
+    self.step = int(self.model.step.numpy())
+    self.shown = progress.Progress(self.run, self.step, self.cfg.steps_per_run,
                                    self.images_per_step,
                                    enabled=self.cfg.progress and self.chief)
 
@@ -250,17 +250,15 @@ def _fit(cfg, model, data, manager, run, run_dir, chief, callbacks=None,
     epochs = first_epoch + -(-(cfg.steps_per_run - start) // cfg.checkpoint_every)
     model.fit(data, epochs=epochs, initial_epoch=first_epoch,
               steps_per_epoch=cfg.checkpoint_every,
-              callbacks=[steps, *(callbacks or []), _RunEnd(cfg.steps_per_run)], verbose=0)
+              callbacks=[steps, *(callbacks or []), _RunEnd(steps)], verbose=0)
   end = int(model.step.numpy())
   if start < end < cfg.steps_per_run:
     log.warning("run %d: stopped by a callback after step %d", run, end)
   if end == start:
     return [0, 0], None
-  speed = None
-  timer = steps.timer
-  images_per_step = steps.images_per_step
+  speed, timer = None, steps.timer
   if timer.durations:
-    speed = {"train_images_per_second": images_per_step / timer.median,
+    speed = {"train_images_per_second": steps.images_per_step / timer.median,
              "median_step_seconds": timer.median}
     log.info("run %d: median step %.1f ms (mean %.1f ms with checkpoints), %.0f training "
              "images/s (%s)", run, 1e3 * timer.median, 1e3 * timer.mean,
