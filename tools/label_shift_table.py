@@ -1,16 +1,18 @@
 """The label-shift check's table: what the default (check on) ends with on each cell of a
-shift suite, against source-only and the paper's BIWAA-I, and the verdict's hit rate.
+shift suite, against source-only and the other methods, and the verdict's hit rate.
 
     python tools/label_shift_table.py --suite=runs/shift [--threshold=0.3]
 
 The suite holds <suite>/<shift>/<task>/<variant>/seed<s>/ cells of tools/run_suite.py
-with the variants source_only, biwaa_i_so and (where measured) biwaa_i, 3 runs. The
-default's result is read from them, not retrained: its probe is the source_only cell
-(the same configuration and seed, bit for bit: tests/test_label_shift.py), and it
-trains exactly biwaa_i_so when the check finds shift and biwaa_i when it does not
-(the same test). The verdict is label_shift.verdict on the final model of that path
-against the probe; "right" when "likely" came with a gain over source-only or
-"unlikely" with a loss ("unsure"/"unchanged" are counted apart).
+with the variants source_only, biwaa_i_so and biwaa_i (3 runs), and dann where
+measured. The default's result is read from them, not retrained: its probe is the
+source_only cell (the same configuration and seed, bit for bit: tests/test_label_shift.py),
+and it trains exactly biwaa_i_so when the check finds shift and biwaa_i when it does
+not (the same test). The verdict is label_shift.verdict on a final model against the
+probe; "right" when "likely" came with a gain over source-only or "unlikely" with a
+loss ("unsure" and "unchanged" are counted apart). Its hit rate is given twice: on the
+default's final models, and on every adapted final model of the suite (the other
+methods' too, which is where the losses are).
 """
 
 import glob
@@ -28,6 +30,9 @@ flags.DEFINE_string("suite", "runs/shift", "Root of the suite's cells.")
 flags.DEFINE_float("threshold", 0.3, "--label_shift_threshold to evaluate.")
 FLAGS = flags.FLAGS
 
+COLUMNS = (("biwaa_i", "BIWAA-I (paper)"), ("biwaa_i_so", "source-only first"),
+           ("dann", "DANN"))
+
 
 def last_run(cell):
   """(result dict, target probs) of a finished cell's last run, or None."""
@@ -39,9 +44,25 @@ def last_run(cell):
   return result, np.load(os.path.join(runs[-1], "target_probs.npy"))
 
 
+def judge(so, final, shift):
+  """(verdict, "right" | "wrong" | "unsure"): the verdict against the true gain."""
+  v = label_shift.verdict(so[0], final[0], so[1], final[1], shift)["helped"]
+  if v not in ("likely", "unlikely"):
+    return v, "unsure"
+  gain = final[0]["accuracy"] - so[0]["accuracy"]
+  return v, "right" if (v == "likely") == (gain >= 0) else "wrong"
+
+
+def pct(cell):
+  return f"{100 * cell[0]['accuracy']:.2f}" if cell else "-"
+
+
 def main(argv):
   del argv
-  rows, hits = [], {"right": 0, "wrong": 0, "unsure": 0}
+  rows, below, measured = [], [], 0
+  hits = {"right": 0, "wrong": 0, "unsure": 0}
+  hits_all = {"right": 0, "wrong": 0, "unsure": 0}
+  wrong_all = []
   for so_cell in sorted(glob.glob(os.path.join(FLAGS.suite, "*", "*", "source_only", "seed*"))):
     task_dir, seed = os.path.dirname(os.path.dirname(so_cell)), os.path.basename(so_cell)
     shift, task = task_dir.split(os.sep)[-2:]
@@ -50,30 +71,41 @@ def main(argv):
       continue
     decision = label_shift.shift_decision(so[0]["predicted_histogram"],
                                           so[0]["source_class_distribution"], FLAGS.threshold)
-    paper = last_run(os.path.join(task_dir, "biwaa_i", seed))
-    chosen = last_run(os.path.join(task_dir, "biwaa_i_so" if decision["shift"] else "biwaa_i",
-                                   seed))
-    cells = [f"{100 * so[0]['accuracy']:.2f}", f"{decision['prior_shift']:.2f}",
-             "shift" if decision["shift"] else "none",
-             f"{100 * paper[0]['accuracy']:.2f}" if paper else "-"]
+    others = {v: last_run(os.path.join(task_dir, v, seed)) for v, _ in COLUMNS}
+    for variant in sorted(os.listdir(task_dir)):
+      final = last_run(os.path.join(task_dir, variant, seed))
+      if variant != "source_only" and final is not None:
+        _, hit = judge(so, final, decision["shift"])
+        hits_all[hit] += 1
+        if hit == "wrong":
+          wrong_all.append(f"{shift} {task} {seed} {variant}")
+    chosen = others["biwaa_i_so" if decision["shift"] else "biwaa_i"]
+    row = [shift, task, seed, pct(so), f"{decision['prior_shift']:.2f}",
+           "shift" if decision["shift"] else "none", *(pct(others[v]) for v, _ in COLUMNS)]
     if chosen is None:
-      rows.append([shift, task, seed, *cells, "(not measured)", "", ""])
+      rows.append(row + ["(not measured)", "", ""])
       continue
+    measured += 1
     gain = chosen[0]["accuracy"] - so[0]["accuracy"]
-    v = label_shift.verdict(so[0], chosen[0], so[1], chosen[1], decision["shift"])
-    if v["helped"] in ("likely", "unlikely"):
-      hits["right" if (v["helped"] == "likely") == (gain >= 0) else "wrong"] += 1
-    else:
-      hits["unsure"] += 1
-    rows.append([shift, task, seed, *cells, f"{100 * chosen[0]['accuracy']:.2f}",
-                 f"{100 * gain:+.2f}", v["helped"]])
-  print("| shift | task | seed | source-only | probe's TV | check | BIWAA-I (paper) | "
-        "default (check on) | default - source-only | verdict |")
-  print("|---|---|---|---|---|---|---|---|---|---|")
+    if gain < 0:
+      below.append(f"{shift} {task} {seed} ({100 * gain:+.2f})")
+    v, hit = judge(so, chosen, decision["shift"])
+    hits[hit] += 1
+    rows.append(row + [f"**{pct(chosen)}**", f"{100 * gain:+.2f}", v])
+  header = ["shift", "task", "seed", "source-only", "probe's TV", "check",
+            *(name for _, name in COLUMNS), "default (check on)", "default - source-only",
+            "verdict"]
+  print("| " + " | ".join(header) + " |")
+  print("|" + "---|" * len(header))
   for row in rows:
     print("| " + " | ".join(row) + " |")
-  print(f"\nverdict: {hits['right']} right, {hits['wrong']} wrong, {hits['unsure']} unsure or "
-        f"unchanged (threshold {FLAGS.threshold})")
+  print(f"\nthe default at or above source-only on {measured - len(below)} of {measured} "
+        f"measured cells" + (f"; below on {', '.join(below)}" if below else ""))
+  print(f"verdict on the default's final model: {hits['right']} right, {hits['wrong']} wrong, "
+        f"{hits['unsure']} unsure or unchanged (threshold {FLAGS.threshold})")
+  print(f"verdict on every adapted final model of the suite: {hits_all['right']} right, "
+        f"{hits_all['wrong']} wrong, {hits_all['unsure']} unsure or unchanged"
+        + (f" (wrong: {', '.join(wrong_all)})" if wrong_all else ""))
 
 
 if __name__ == "__main__":
