@@ -46,6 +46,7 @@ class TrainConfig:
   first_run: str = "adapt"
   label_shift_check: bool = True    # a source-only probe run decides the path (label_shift.py)
   label_shift_threshold: float = 0.3  # TV of the probe's predicted prior that counts as shift
+  label_shift_rare_share: float = 0.2  # rare-classes share that counts as shift (label_shift.py)
   target_subsample: str = "none"    # none | long_tail:R | reverse_tail:R | step:R | partial:N
   backbone: str = "resnet50"
   backbone_weights: str = None      # None: by backbone
@@ -152,6 +153,7 @@ def resolve(cfg):
   _require(cfg.grl_ramp_steps > 0, "grl_ramp_steps", "must be positive")
   _require(cfg.cpu_replicas >= 0, "cpu_replicas", "must be >= 0")
   _require(0 <= cfg.label_shift_threshold <= 1, "label_shift_threshold", "must be in [0, 1]")
+  _require(0 <= cfg.label_shift_rare_share <= 1, "label_shift_rare_share", "must be in [0, 1]")
   parse_subsample(cfg.target_subsample)
   _require(not (cfg.prior_matching and cfg.balanced_target in ("pseudo", "oracle")),
            "balanced_target", f"{cfg.balanced_target} loads the target class-balanced, but "

@@ -93,7 +93,13 @@ def define_flags():
   _float("label_shift_threshold", "The label-shift check finds a shift when the probe's "
                                   "predicted target class proportions are more than this "
                                   "total-variation distance from the source's (0: always take "
-                                  "the label-shift path, 1: never).")
+                                  "the label-shift path, 1: never, unless "
+                                  "--label_shift_rare_share finds rare classes).")
+  _float("label_shift_rare_share", "The label-shift check also finds a shift when the probe "
+                                   "predicts its least-predicted 30% of the classes for less "
+                                   "than this fraction of the share the source loads them in: "
+                                   "absent or rare target classes (partial targets), which the "
+                                   "total variation alone barely sees. 0 turns this test off.")
   # Model.
   _string("backbone", "Backbone: resnet50 (torchvision's ResNet-50 v1.5, the authors' network), "
                       "resnet50_keras (Keras' ResNet-50 v1 with Caffe weights), lenet (digits) "

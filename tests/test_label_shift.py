@@ -122,6 +122,35 @@ def test_prior_shift_and_decision():
   line = label_shift.describe_decision(shifted)
   assert "from 55.0% (class 0) to 5.0% (class 3), 0.30 from the source's" in line
   assert "label shift likely" in line
+  # a label_shift.json written before the rare-classes test still reads
+  old = {k: shifted[k] for k in ("estimated_prior", "prior_shift", "threshold", "shift")}
+  assert "label shift likely" in label_shift.describe_decision(old)
+
+
+def test_rare_classes_against_a_direct_computation():
+  # 6 classes, uniform source: ceil(0.3 * 6) = 2 rarest classes, 4 and 5
+  classes, share = label_shift.rare_classes([40, 30, 20, 5, 3, 2], [1] * 6)
+  assert classes == [4, 5] and share == pytest.approx((0.03 + 0.02) / (2 / 6))
+  # non-uniform source: ranked by predicted over source share (1, 1.8, 0.2)
+  classes, share = label_shift.rare_classes([0.5, 0.45, 0.05], [0.5, 0.25, 0.25])
+  assert classes == [2] and share == pytest.approx(0.05 / 0.25)
+  # no shift: the rarest classes get their whole share
+  assert label_shift.rare_classes([1] * 10, [1] * 10)[1] == pytest.approx(1.0)
+
+
+def test_a_partial_target_is_found_by_its_rare_classes():
+  # 3 of 10 classes all but absent: the TV is under the threshold, the rare share is not
+  probe = np.array([0.14] * 7 + [0.005, 0.003, 0.002])
+  probe = probe / probe.sum()
+  tv = 0.5 * np.abs(probe - 0.1).sum()
+  assert tv < 0.3
+  decision = label_shift.shift_decision(probe, [0.1] * 10, 0.3, 0.2)
+  assert decision["shift"] and decision["rare_classes"] == [7, 8, 9]
+  assert decision["rare_share"] == pytest.approx(probe[7:].sum() / 0.3, abs=1e-6)
+  assert decision["reasons"] == [f"rare classes {decision['rare_share']:.2f} < 0.20"]
+  assert not label_shift.shift_decision(probe, [0.1] * 10, 0.3, 0.0)["shift"]  # test off
+  assert "3 least-predicted classes get 0.03 of their source share" in (
+      label_shift.describe_decision(decision))
 
 
 def posteriors(pred, confidence):
@@ -168,7 +197,8 @@ def test_check_trains_exactly_one_of_the_two_paths(tiny_domains, tmp_path, thres
   common = ["--runs=2", "--deterministic", "--steps_per_run=4", "--checkpoint_every=2"]
   out, ref = tmp_path / "check", tmp_path / "reference"
   res = run_main(tiny_flags(root, src, tgt, out, *common, "--label_shift_check",
-                            f"--label_shift_threshold={threshold}"))
+                            f"--label_shift_threshold={threshold}",
+                            f"--label_shift_rare_share={1 - int(threshold)}"))
   assert res.returncode == 0, res.stderr[-2000:]
   assert run_main(tiny_flags(root, src, tgt, ref, *common, *reference_flags)).returncode == 0
   summary, probs = results_and_probs(out, 2)

@@ -28,6 +28,7 @@ from biwaa_tf.model import label_shift  # noqa: E402
 
 flags.DEFINE_string("suite", "runs/shift", "Root of the suite's cells.")
 flags.DEFINE_float("threshold", 0.3, "--label_shift_threshold to evaluate.")
+flags.DEFINE_float("rare_share", 0.2, "--label_shift_rare_share to evaluate (0: off).")
 FLAGS = flags.FLAGS
 
 COLUMNS = (("biwaa_i", "BIWAA-I (paper)"), ("biwaa_i_so", "source-only first"),
@@ -70,7 +71,8 @@ def main(argv):
     if so is None:
       continue
     decision = label_shift.shift_decision(so[0]["predicted_histogram"],
-                                          so[0]["source_class_distribution"], FLAGS.threshold)
+                                          so[0]["source_class_distribution"], FLAGS.threshold,
+                                          FLAGS.rare_share)
     others = {v: last_run(os.path.join(task_dir, v, seed)) for v, _ in COLUMNS}
     for variant in sorted(os.listdir(task_dir)):
       final = last_run(os.path.join(task_dir, variant, seed))
@@ -81,6 +83,7 @@ def main(argv):
           wrong_all.append(f"{shift} {task} {seed} {variant}")
     chosen = others["biwaa_i_so" if decision["shift"] else "biwaa_i"]
     row = [shift, task, seed, pct(so), f"{decision['prior_shift']:.2f}",
+           f"{decision['rare_share']:.2f}",
            "shift" if decision["shift"] else "none", *(pct(others[v]) for v, _ in COLUMNS)]
     if chosen is None:
       rows.append(row + ["(not measured)", "", ""])
@@ -92,7 +95,7 @@ def main(argv):
     v, hit = judge(so, chosen, decision["shift"])
     hits[hit] += 1
     rows.append(row + [f"**{pct(chosen)}**", f"{100 * gain:+.2f}", v])
-  header = ["shift", "task", "seed", "source-only", "probe's TV", "check",
+  header = ["shift", "task", "seed", "source-only", "probe's TV", "rare share", "check",
             *(name for _, name in COLUMNS), "default (check on)", "default - source-only",
             "verdict"]
   print("| " + " | ".join(header) + " |")
@@ -102,7 +105,8 @@ def main(argv):
   print(f"\nthe default at or above source-only on {measured - len(below)} of {measured} "
         f"measured cells" + (f"; below on {', '.join(below)}" if below else ""))
   print(f"verdict on the default's final model: {hits['right']} right, {hits['wrong']} wrong, "
-        f"{hits['unsure']} unsure or unchanged (threshold {FLAGS.threshold})")
+        f"{hits['unsure']} unsure or unchanged (thresholds: TV {FLAGS.threshold}, rare share "
+        f"{FLAGS.rare_share})")
   print(f"verdict on every adapted final model of the suite: {hits_all['right']} right, "
         f"{hits_all['wrong']} wrong, {hits_all['unsure']} unsure or unchanged"
         + (f" (wrong: {', '.join(wrong_all)})" if wrong_all else ""))

@@ -236,7 +236,8 @@ def _check_label_shift(cfg, strategy, domains, callbacks):
       trained = True
     decision = label_shift.shift_decision(result["predicted_histogram"],
                                           result["source_class_distribution"],
-                                          cfg.label_shift_threshold)
+                                          cfg.label_shift_threshold,
+                                          cfg.label_shift_rare_share)
     io_utils.atomic_write_json(path, decision)
   log.info(label_shift.describe_decision(decision))
   if not decision["shift"]:
