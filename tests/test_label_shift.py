@@ -134,6 +134,10 @@ def test_rare_classes_against_a_direct_computation():
   # non-uniform source: ranked by predicted over source share (1, 1.8, 0.2)
   classes, share = label_shift.rare_classes([0.5, 0.45, 0.05], [0.5, 0.25, 0.25])
   assert classes == [2] and share == pytest.approx(0.05 / 0.25)
+  # the ranking is by the ratio, not the predicted share: class 0 is predicted least but
+  # gets twice its source share; class 1 (first of the tie at 0.4 / 0.45) is the rarest
+  classes, share = label_shift.rare_classes([0.2, 0.4, 0.4], [0.1, 0.45, 0.45])
+  assert classes == [1] and share == pytest.approx(0.4 / 0.45)
   # no shift: the rarest classes get their whole share
   assert label_shift.rare_classes([1] * 10, [1] * 10)[1] == pytest.approx(1.0)
 
@@ -198,6 +202,7 @@ def test_check_trains_exactly_one_of_the_two_paths(tiny_domains, tmp_path, thres
   out, ref = tmp_path / "check", tmp_path / "reference"
   res = run_main(tiny_flags(root, src, tgt, out, *common, "--label_shift_check",
                             f"--label_shift_threshold={threshold}",
+                            # the rare-classes test off with the TV test, on with it
                             f"--label_shift_rare_share={1 - int(threshold)}"))
   assert res.returncode == 0, res.stderr[-2000:]
   assert run_main(tiny_flags(root, src, tgt, ref, *common, *reference_flags)).returncode == 0
