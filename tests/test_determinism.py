@@ -17,6 +17,10 @@ from conftest import REPO, run_main, tiny_flags
 
 from biwaa_tf.data import lists, pipeline
 
+# One worker runs this module under -n 2 (pyproject: --dist=loadgroup), so its
+# module-scoped training fixture runs once, not once per worker.
+pytestmark = pytest.mark.xdist_group("determinism")
+
 STEPS, BATCH = 40, 6
 FLAGS = ("--runs=2", "--deterministic", f"--steps_per_run={STEPS}", "--checkpoint_every=7")
 OUTPUTS = ("run_0/target_probs.npy", "run_1/target_probs.npy")

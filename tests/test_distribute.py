@@ -9,6 +9,10 @@ import numpy as np
 import pytest
 from conftest import REPO, run_main, tiny_flags
 
+# One worker runs this module under -n 2 (pyproject: --dist=loadgroup), so its
+# module-scoped training fixture runs once, not once per worker.
+pytestmark = pytest.mark.xdist_group("distribute")
+
 # These tests compare float32 results of different batch splits at 1e-5. oneDNN
 # may pick its matmul kernel (and on some CPUs a reduced-precision one) by the
 # shape, so that 8 rows and 16 rows round differently by ~1e-3: these runs use

@@ -12,6 +12,10 @@ import pytest
 import tensorflow as tf
 from conftest import REPO, run_main, tiny_flags
 
+# One worker runs this module under -n 2 (pyproject: --dist=loadgroup), so its
+# module-scoped training fixture runs once, not once per worker.
+pytestmark = pytest.mark.xdist_group("export")
+
 LOAD_SCRIPT = """
 import sys, numpy as np, tensorflow as tf
 m = tf.saved_model.load(sys.argv[1])
