@@ -1,7 +1,7 @@
 """biwaa_tf on NumPy arrays: BIWAA-I on the built-in digits shift, with the label-shift
 check and its verdict (both on by default).
 
-    python examples/numpy_digits.py [--steps=800]
+    python examples/numpy_digits.py [--steps=800] [--runs=3]
 
 The arrays could be anything N x H x W x {1,3} (uint8, or float in [0, 1]); here
 they are the demo's digits: a labelled source, and a shifted, long-tailed target
@@ -17,13 +17,14 @@ from biwaa_tf.data import digits
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--steps", type=int, default=800, help="training steps per run")
+  parser.add_argument("--runs", type=int, default=3, help="BIWAA-I's iterative runs")
   args = parser.parse_args()
 
   x_source, y_source = digits.load_arrays("digits_source")   # (898, 32, 32) uint8
   x_target, y_target = digits.load_arrays("digits_target")   # (450, 32, 32) uint8
   result = biwaa_tf.adapt((x_source, y_source), (x_target, y_target), backbone="lenet",
                           image_size=28, random_flip=False, batch_size=36, lr=0.01,
-                          steps_per_run=args.steps, runs=3, verbose=False)
+                          steps_per_run=args.steps, runs=args.runs, verbose=False)
   check = result.label_shift_check  # the source-only probe's estimate, and the path taken
   print(f"source-only   {100 * result.source_only['accuracy']:.2f} %  (the check's probe; "
         f"label shift {'found' if check['shift'] else 'not found'}: "

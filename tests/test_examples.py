@@ -16,7 +16,8 @@ def run_example(name, *args):
 
 
 def test_numpy_digits_example_adapts_above_source_only(tmp_path):
-  out = run_example("numpy_digits.py", "--steps=200")  # 200: +18 points here, half the time
+  # 200 steps: +18 points here; 2 runs: the check's probe and two adapted runs
+  out = run_example("numpy_digits.py", "--steps=200", "--runs=2")
   source_only = float(re.search(r"source-only\s+([\d.]+) %", out).group(1))
   runs = [float(v) for v in re.findall(r"BIWAA run \d\s+([\d.]+) %", out)]
   assert len(runs) >= 2 and min(runs) > source_only + 5, out
