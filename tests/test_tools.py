@@ -1,7 +1,9 @@
-"""run_suite, summarize and the variants, on tiny data and on synthetic results."""
+"""run_suite, summarize, label_shift_table and the variants, on tiny data and on synthetic
+results."""
 
 import json
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -117,3 +119,37 @@ def test_score_table_ranks_and_picks(tmp_path):
   # Histogram change from source-only: TVs 0, 0.1, 0.2, 0 per seed; it picks biwaa_i run 0.
   assert table["change of the predicted histogram from source-only (TV)"][1] == "81.2"
   assert table["(source-only)"] == ["", "56.2"] and table["(best, by target labels)"][1] == "93.8"
+
+
+def write_cell(root, variant, accuracy, histogram, snd, entropy, predictions):
+  """A finished cell of a shift suite: results.json and its last run's result and probs."""
+  run = os.path.join(root, "lt", "task", variant, "seed0", "run_0")
+  os.makedirs(run)
+  with open(os.path.join(os.path.dirname(run), "results.json"), "w") as f:
+    json.dump({"final_accuracy": accuracy}, f)
+  with open(os.path.join(run, "run_result.json"), "w") as f:
+    json.dump({"accuracy": accuracy, "predicted_histogram": histogram,
+               "source_class_distribution": [0.5, 0.5], "snd_score": snd,
+               "mean_entropy": entropy}, f)
+  np.save(os.path.join(run, "target_probs.npy"), np.eye(2)[predictions])
+
+
+def test_label_shift_table_reads_the_default_and_judges_the_verdict(tmp_path):
+  root = str(tmp_path)
+  # The probe predicts 90 % class 0: TV 0.4 from the source's (0.5, 0.5), a shift.
+  write_cell(root, "source_only", 0.625, [0.9, 0.1], 1.0, 0.5, [0] * 9 + [1])
+  # Source-only first: better scores and more accurate (the default, on the shift path).
+  write_cell(root, "biwaa_i_so", 0.875, [0.7, 0.3], 2.0, 0.25, [0] * 7 + [1] * 3)
+  # The paper's BIWAA-I: worse scores and less accurate (the verdict's "unlikely").
+  write_cell(root, "biwaa_i", 0.5, [0.5, 0.5], 0.5, 0.75, [0] * 5 + [1] * 5)
+  tool = [sys.executable, os.path.join("tools", "label_shift_table.py"), f"--suite={root}"]
+  out = subprocess.run(tool, cwd=REPO, capture_output=True, text=True, timeout=120).stdout
+  assert ("| lt | task | seed0 | 62.50 | 0.40 | 0.20 | shift | 50.00 | 87.50 | - | **87.50** "
+          "| +25.00 | likely |") in out
+  assert "at or above source-only on 1 of 1 measured cells" in out
+  assert "default's final model: 1 right, 0 wrong, 0 unsure" in out
+  assert "every adapted final model of the suite: 2 right, 0 wrong, 0 unsure" in out
+  assert "likely: 1 gained, 0 lost; unlikely: 0 gained, 1 lost" in out
+  summary = subprocess.run(tool + ["--summary"], cwd=REPO, capture_output=True, text=True,
+                           timeout=120).stdout
+  assert "| lt | task | +25.00 |" in summary

@@ -1,7 +1,7 @@
 """The label-shift check's table: what the default (check on) ends with on each cell of a
 shift suite, against source-only and the other methods, and the verdict's hit rate.
 
-    python tools/label_shift_table.py --suite=runs/shift [--threshold=0.3]
+    python tools/label_shift_table.py --suite=runs/shift [--threshold=0.3] [--summary]
 
 The suite holds <suite>/<shift>/<task>/<variant>/seed<s>/ cells of tools/run_suite.py
 with the variants source_only, biwaa_i_so and biwaa_i (3 runs), and dann where
@@ -12,7 +12,9 @@ not (the same test). The verdict is label_shift.verdict on a final model against
 probe; "right" when "likely" came with a gain over source-only or "unlikely" with a
 loss ("unsure" and "unchanged" are counted apart). Its hit rate is given twice: on the
 default's final models, and on every adapted final model of the suite (the other
-methods' too, which is where the losses are).
+methods' too, which is where the losses are), with each verdict's count of gains and
+losses. --summary prints only the default's gain over source-only, per shift and
+direction, seed by seed (the README's table).
 """
 
 import glob
@@ -29,6 +31,7 @@ from biwaa_tf.model import label_shift  # noqa: E402
 flags.DEFINE_string("suite", "runs/shift", "Root of the suite's cells.")
 flags.DEFINE_float("threshold", 0.3, "--label_shift_threshold to evaluate.")
 flags.DEFINE_float("rare_share", 0.2, "--label_shift_rare_share to evaluate (0: off).")
+flags.DEFINE_bool("summary", False, "Only the default's gain over source-only, seed by seed.")
 FLAGS = flags.FLAGS
 
 COLUMNS = (("biwaa_i", "BIWAA-I (paper)"), ("biwaa_i_so", "source-only first"),
@@ -64,6 +67,8 @@ def main(argv):
   hits = {"right": 0, "wrong": 0, "unsure": 0}
   hits_all = {"right": 0, "wrong": 0, "unsure": 0}
   wrong_all = []
+  outcomes = {}  # (verdict, "gain" | "loss") -> count, every adapted model
+  gains = {}  # (shift, task) -> the default's gains over source-only, seed by seed
   for so_cell in sorted(glob.glob(os.path.join(FLAGS.suite, "*", "*", "source_only", "seed*"))):
     task_dir, seed = os.path.dirname(os.path.dirname(so_cell)), os.path.basename(so_cell)
     shift, task = task_dir.split(os.sep)[-2:]
@@ -77,8 +82,10 @@ def main(argv):
     for variant in sorted(os.listdir(task_dir)):
       final = last_run(os.path.join(task_dir, variant, seed))
       if variant != "source_only" and final is not None:
-        _, hit = judge(so, final, decision["shift"])
+        v, hit = judge(so, final, decision["shift"])
         hits_all[hit] += 1
+        sign = "gain" if final[0]["accuracy"] >= so[0]["accuracy"] else "loss"
+        outcomes[v, sign] = outcomes.get((v, sign), 0) + 1
         if hit == "wrong":
           wrong_all.append(f"{shift} {task} {seed} {variant}")
     chosen = others["biwaa_i_so" if decision["shift"] else "biwaa_i"]
@@ -86,15 +93,24 @@ def main(argv):
            f"{decision['rare_share']:.2f}",
            "shift" if decision["shift"] else "none", *(pct(others[v]) for v, _ in COLUMNS)]
     if chosen is None:
+      gains.setdefault((shift, task), []).append("-")
       rows.append(row + ["(not measured)", "", ""])
       continue
     measured += 1
     gain = chosen[0]["accuracy"] - so[0]["accuracy"]
+    gains.setdefault((shift, task), []).append(
+        f"{100 * gain:+.2f}" + ("" if decision["shift"] else " (paper)"))
     if gain < 0:
       below.append(f"{shift} {task} {seed} ({100 * gain:+.2f})")
     v, hit = judge(so, chosen, decision["shift"])
     hits[hit] += 1
     rows.append(row + [f"**{pct(chosen)}**", f"{100 * gain:+.2f}", v])
+  if FLAGS.summary:
+    print("| shift | task | default - source-only, points (seed 0 / 1 / 2) |\n|---|---|---|")
+    for (shift, task), values in sorted(gains.items()):
+      print(f"| {shift} | {task} | {' / '.join(values)} |")
+    print(f"\nat or above source-only on {measured - len(below)} of {measured} cells")
+    return
   header = ["shift", "task", "seed", "source-only", "probe's TV", "rare share", "check",
             *(name for _, name in COLUMNS), "default (check on)", "default - source-only",
             "verdict"]
@@ -110,6 +126,9 @@ def main(argv):
   print(f"verdict on every adapted final model of the suite: {hits_all['right']} right, "
         f"{hits_all['wrong']} wrong, {hits_all['unsure']} unsure or unchanged"
         + (f" (wrong: {', '.join(wrong_all)})" if wrong_all else ""))
+  print("  " + "; ".join(f"{v}: {outcomes.get((v, 'gain'), 0)} gained, "
+                         f"{outcomes.get((v, 'loss'), 0)} lost"
+                         for v in ("likely", "unlikely", "unsure", "unchanged")))
 
 
 if __name__ == "__main__":
