@@ -40,6 +40,18 @@ def _is_paired(spec):
           and len(spec[0]) == 2 and isinstance(spec[1], tuple) and len(spec[1]) == 3)
 
 
+def _traced_once_per_model(function):
+  """`function` (a tf.function) without TensorFlow's "excessive retracing" warning.
+
+  Each model traces its step function once, by design: a training builds a model per
+  run, and a notebook calls adapt() again and again. TensorFlow counts the traces by
+  the Python code across every model of the process and warns after five (a notebook's
+  sixth adapt(), a 10-run training). It marks the functions it restores from a
+  SavedModel the same way (saved_model/function_deserialization.py)."""
+  function._omit_frequent_tracing_warning = True
+  return function
+
+
 def _split_positions(data):
   """(batch, positions) of a training element; positions None when it has none."""
   if len(data) == 2 and not isinstance(data[1], (tuple, list)):
@@ -317,7 +329,7 @@ class BIWAAModel(keras.Model):
     strategy = self.distribute_strategy
     step = self.train_step
     if self.jit_compile and not self.run_eagerly:
-      step = tf.function(step, jit_compile=True)
+      step = _traced_once_per_model(tf.function(step, jit_compile=True))
 
     def placed_step(data):  # each replica's rows on its device (collectives need it)
       return step(tf.nest.map_structure(tf.identity, data))
@@ -328,7 +340,7 @@ class BIWAAModel(keras.Model):
       return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
               for k, v in logs.items()}
     if not self.run_eagerly:
-      steps = tf.function(steps)
+      steps = _traced_once_per_model(tf.function(steps))
 
     def train_function(iterator):
       logs = {k: float(v) for k, v in steps(iterator).items()}
