@@ -49,12 +49,12 @@ def last_run(cell):
 
 
 def judge(so, final, shift):
-  """(verdict, "right" | "wrong" | "unsure"): the verdict against the true gain."""
+  """(verdict, "right" | "wrong" | "unsure", gained): the verdict against the true gain."""
   v = label_shift.verdict(so[0], final[0], so[1], final[1], shift)["helped"]
+  gained = final[0]["accuracy"] >= so[0]["accuracy"]
   if v not in ("likely", "unlikely"):
-    return v, "unsure"
-  gain = final[0]["accuracy"] - so[0]["accuracy"]
-  return v, "right" if (v == "likely") == (gain >= 0) else "wrong"
+    return v, "unsure", gained
+  return v, "right" if (v == "likely") == gained else "wrong", gained
 
 
 def pct(cell):
@@ -67,7 +67,7 @@ def main(argv):
   hits = {"right": 0, "wrong": 0, "unsure": 0}
   hits_all = {"right": 0, "wrong": 0, "unsure": 0}
   wrong_all = []
-  outcomes = {}  # (verdict, "gain" | "loss") -> count, every adapted model
+  outcomes = {}  # (verdict, gained) -> count, every adapted model
   gains = {}  # (shift, task) -> the default's gains over source-only, seed by seed
   for so_cell in sorted(glob.glob(os.path.join(FLAGS.suite, "*", "*", "source_only", "seed*"))):
     task_dir, seed = os.path.dirname(os.path.dirname(so_cell)), os.path.basename(so_cell)
@@ -82,10 +82,9 @@ def main(argv):
     for variant in sorted(os.listdir(task_dir)):
       final = last_run(os.path.join(task_dir, variant, seed))
       if variant != "source_only" and final is not None:
-        v, hit = judge(so, final, decision["shift"])
+        v, hit, gained = judge(so, final, decision["shift"])
         hits_all[hit] += 1
-        sign = "gain" if final[0]["accuracy"] >= so[0]["accuracy"] else "loss"
-        outcomes[v, sign] = outcomes.get((v, sign), 0) + 1
+        outcomes[v, gained] = outcomes.get((v, gained), 0) + 1
         if hit == "wrong":
           wrong_all.append(f"{shift} {task} {seed} {variant}")
     chosen = others["biwaa_i_so" if decision["shift"] else "biwaa_i"]
@@ -102,7 +101,7 @@ def main(argv):
         f"{100 * gain:+.2f}" + ("" if decision["shift"] else " (paper)"))
     if gain < 0:
       below.append(f"{shift} {task} {seed} ({100 * gain:+.2f})")
-    v, hit = judge(so, chosen, decision["shift"])
+    v, hit, _ = judge(so, chosen, decision["shift"])
     hits[hit] += 1
     rows.append(row + [f"**{pct(chosen)}**", f"{100 * gain:+.2f}", v])
   if FLAGS.summary:
@@ -126,8 +125,8 @@ def main(argv):
   print(f"verdict on every adapted final model of the suite: {hits_all['right']} right, "
         f"{hits_all['wrong']} wrong, {hits_all['unsure']} unsure or unchanged"
         + (f" (wrong: {', '.join(wrong_all)})" if wrong_all else ""))
-  print("  " + "; ".join(f"{v}: {outcomes.get((v, 'gain'), 0)} gained, "
-                         f"{outcomes.get((v, 'loss'), 0)} lost"
+  print("  " + "; ".join(f"{v}: {outcomes.get((v, True), 0)} gained, "
+                         f"{outcomes.get((v, False), 0)} lost"
                          for v in ("likely", "unlikely", "unsure", "unchanged")))
 
 
