@@ -58,6 +58,13 @@ def test_summarize_table_and_plots(tmp_path):
     assert (tmp_path / "out" / png).read_bytes()[:4] == b"\x89PNG"
   assert (tmp_path / "out" / "table.csv").read_text().splitlines()[0] == \
       "Method,dn_c2p,oh_a2c,Avg"
+  # --per_seed: each seed's value in seed order (seed10 after seed2), then the mean
+  write_result(root, "oh_a2c", "dann", 10, [0.7])
+  write_result(root, "oh_a2c", "dann", 2, [0.4])
+  _, rows = summarize.table(summarize.collect(root), per_seed=True)
+  assert rows[0] == ["DANN", "70.00 / 80.00 (75.00)",
+                     "50.00 / 60.00 / 40.00 / 70.00 (55.00)", ""]
+  assert ["BIWAA-I", "", "80.00", ""] in rows
 
 
 def test_run_suite_runs_cells_once(tiny_domains, tmp_path):
