@@ -1,6 +1,7 @@
 """Shared fixtures: tiny generated image datasets (no downloads)."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -13,6 +14,39 @@ import tensorflow as tf  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 3
+_GROUP = re.compile(r'^pytestmark = pytest\.mark\.xdist_group\("([\w-]+)"\)', re.M)
+
+
+def pytest_xdist_make_scheduler(config, log):
+  """-n N with --dist=loadgroup (pyproject): a module marked xdist_group runs whole on one
+  worker, so that its module fixture trains once; every other test goes to the first
+  free worker.
+
+  pytest-xdist 3.8 groups by rewriting `item._nodeid`, which pytest 9 no longer reads
+  (a node's id is `item._id`): every group was split over both workers and each module
+  fixture trained twice (+~100 s a suite). Here the group comes from the module's
+  `pytestmark` line, read by the controller, whatever the pytest version."""
+  if config.getvalue("dist") != "loadgroup":
+    return None
+  from xdist.scheduler import LoadScopeScheduling
+  groups = {}
+
+  def group_of(module):
+    if module not in groups:
+      try:
+        with open(os.path.join(str(config.rootpath), module)) as f:
+          found = _GROUP.search(f.read())
+      except OSError:
+        found = None
+      groups[module] = found and found.group(1)
+    return groups[module]
+
+  class ModuleGroups(LoadScopeScheduling):
+    def _split_scope(self, nodeid):
+      group = group_of(nodeid.split("::", 1)[0])
+      return f"group:{group}" if group else nodeid
+
+  return ModuleGroups(config, log)
 
 
 def write_image(path, array, fmt="png"):

@@ -48,14 +48,24 @@ def test_two_replicas_match_one_device(replica_report):
     assert r[f"{name}_vs_one_device"] < 1e-5, name
 
 
-def test_cpu_replicas_cli_matches_one_device(tiny_domains, tmp_path):
-  import numpy as np
+@pytest.fixture(scope="module")
+def one_device(tiny_domains, tmp_path_factory):
+  """The tiny training on one device: what the replicas and the workers must compute.
+  --deterministic: without it a training on a loaded machine can drift from its twin."""
   root, src, tgt = tiny_domains
-  one = run_main(tiny_flags(root, src, tgt, tmp_path / "one"), env=STRICT)
-  two = run_main(tiny_flags(root, src, tgt, tmp_path / "two", "--cpu_replicas=2"), env=STRICT)
-  assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
+  out = tmp_path_factory.mktemp("one") / "m"
+  res = run_main(tiny_flags(root, src, tgt, out, "--deterministic"), env=STRICT)
+  assert res.returncode == 0, res.stderr[-2000:]
+  return out
+
+
+def test_cpu_replicas_cli_matches_one_device(tiny_domains, tmp_path, one_device):
+  root, src, tgt = tiny_domains
+  two = run_main(tiny_flags(root, src, tgt, tmp_path / "two", "--deterministic",
+                            "--cpu_replicas=2"), env=STRICT)
+  assert two.returncode == 0, two.stderr[-2000:]
   assert "2 replicas: 3 source + 3 target images each" in two.stderr
-  a = np.load(tmp_path / "one" / "run_0" / "target_probs.npy")
+  a = np.load(one_device / "run_0" / "target_probs.npy")
   b = np.load(tmp_path / "two" / "run_0" / "target_probs.npy")
   np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
 
@@ -84,8 +94,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_multi_worker_two_processes_on_localhost(tiny_domains, tmp_path):
-  import numpy as np
+def test_multi_worker_two_processes_on_localhost(tiny_domains, tmp_path, one_device):
   root, src, tgt = tiny_domains
   ports = [_free_port(), _free_port()]
   cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
@@ -100,9 +109,7 @@ def test_multi_worker_two_processes_on_localhost(tiny_domains, tmp_path):
                                   text=True))
   outs = [p.communicate(timeout=300) for p in procs]
   assert [p.returncode for p in procs] == [0, 0], outs[1][1][-2000:]
-  single = run_main(tiny_flags(root, src, tgt, tmp_path / "one"), env=STRICT)
-  assert single.returncode == 0
-  a = np.load(tmp_path / "one" / "run_0" / "target_probs.npy")
+  a = np.load(one_device / "run_0" / "target_probs.npy")
   b = np.load(tmp_path / "mw" / "run_0" / "target_probs.npy")
   # The same tolerance as in-process replicas: the collectives sum the same two
   # half-batch gradients (measured here: 2e-9 after these 6 steps, 2e-18 after 30).

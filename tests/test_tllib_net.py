@@ -106,12 +106,17 @@ def test_tllib_net_resumes_bit_exact(tiny_domains, tmp_path):
 def test_tllib_net_two_replicas_match_one_device(tiny_domains, tmp_path):
   root, src, tgt = tiny_domains
   strict = {"TF_ENABLE_ONEDNN_OPTS": "0"}  # see test_distribute.STRICT
-  one = run_main(tiny_flags(root, src, tgt, tmp_path / "one", *TLLIB), env=strict)
-  two = run_main(tiny_flags(root, src, tgt, tmp_path / "two", *TLLIB, "--cpu_replicas=2"),
+  # --deterministic: without it a training on a loaded machine can drift from its twin
+  # (a CI run: 3e-3 here, with one worker's other tests running beside it).
+  flags = (*TLLIB, "--deterministic")
+  one = run_main(tiny_flags(root, src, tgt, tmp_path / "one", *flags), env=strict)
+  two = run_main(tiny_flags(root, src, tgt, tmp_path / "two", *flags, "--cpu_replicas=2"),
                  env=strict)
   assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
   a = np.load(tmp_path / "one" / "run_0" / "target_probs.npy")
   b = np.load(tmp_path / "two" / "run_0" / "target_probs.npy")
-  np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+  # Half-batch sums round differently: 1.3e-5 measured (2e-9 with lenet, no dropout and
+  # per-domain BN); masks drawn per replica, or a drift, move them by more than 1e-3.
+  np.testing.assert_allclose(a, b, rtol=0, atol=5e-5)
   # The check can fail: probabilities move over the training (dropout masks per row).
   assert np.abs(a - 1 / a.shape[1]).max() > 1e-3
