@@ -195,11 +195,11 @@ def test_restore_of_a_damaged_finished_run_names_the_file(tmp_path):
 # ----- repeated kills -----
 
 def test_repeated_kills_end_bit_identical(tiny_domains, tmp_path):
-  """tools/kill_resume.py: 4 SIGKILLs at seeded random moments of a 3-run training (the
+  """tools/kill_resume.py: 4 SIGKILLs at seeded random moments of a 2-run training (the
   seed's plan: a checkpoint write, an evaluation, between runs, the export; each one
   reachable after the one before); the resumed outputs equal the uninterrupted ones."""
   root, src, tgt = tiny_domains
-  args = tiny_flags(root, src, tgt, "unused", "--runs=3", "--steps_per_run=6",
+  args = tiny_flags(root, src, tgt, "unused", "--runs=2", "--steps_per_run=6",
                     "--checkpoint_every=2")
   args = [a for a in args if not a.startswith(("--model_dir", "--noprogress"))]
   res = subprocess.run([sys.executable, os.path.join("tools", "kill_resume.py"), "--kills=4",
