@@ -7,14 +7,6 @@ import sys
 
 import biwaa_tf  # noqa: F401  (before TensorFlow: keeps its start-up lines quiet)
 
-# Under -n 2 (two workers on two cores), every TensorFlow the tests start, in a worker or
-# in a subprocess, computes each op on one thread: otherwise each one's intra-op pool
-# wants both cores while the other worker's does too. test_determinism gives its
-# trainings TensorFlow's default back (DEFAULT_THREADS): its bar is the user's setting.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-  os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
-DEFAULT_THREADS = {"TF_NUM_INTRAOP_THREADS": None}
-
 # isort: split
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -88,6 +80,20 @@ def make_domain(root, name, counts, seed, shift=0.0, fmt="png"):
   return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def subprocess_tmpdir(tmp_path_factory):
+  """The subprocesses' temporary files go under pytest's temporary directory (which
+  pytest prunes), not into /tmp: TensorFlow's autograph writes a file per converted
+  function and removes it at exit, which a SIGKILLed training never reaches."""
+  before = os.environ.get("TMPDIR")
+  os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("subprocess_tmp"))
+  yield
+  if before is None:
+    del os.environ["TMPDIR"]
+  else:
+    os.environ["TMPDIR"] = before
+
+
 @pytest.fixture(scope="session")
 def tiny_domains(tmp_path_factory):
   """Source (balanced) and target (shifted, imbalanced) list files under one root."""
@@ -106,12 +112,7 @@ def tiny_flags(root, src, tgt, model_dir, *extra):
 
 
 def run_main(args, env=None, module="biwaa_tf.main", timeout=300):
-  """The CLI in a subprocess; `env` adds variables to ours (None: removes one)."""
-  full_env = with_env(env)
+  full_env = dict(os.environ, **(env or {}))
   return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=full_env,
                         capture_output=True, text=True, timeout=timeout)
 
-
-def with_env(env):
-  full = dict(os.environ, **(env or {}))
-  return {k: v for k, v in full.items() if v is not None}

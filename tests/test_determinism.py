@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import DEFAULT_THREADS, REPO, run_main, tiny_flags, with_env
+from conftest import REPO, run_main, tiny_flags
 
 from biwaa_tf.data import lists, pipeline
 
@@ -29,8 +29,8 @@ OUTPUTS = ("run_0/target_probs.npy", "run_1/target_probs.npy")
 def _start(args):
   """The CLI in its own process group (so that the whole group can be killed)."""
   return subprocess.Popen([sys.executable, "-m", "biwaa_tf.main", *args], cwd=REPO,
-                          env=with_env(DEFAULT_THREADS), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, start_new_session=True)
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_external_sigkill_then_resume_gives_the_same_bits(tiny_domains, tmp_path
   proc.wait(timeout=30)
   assert proc.returncode == -signal.SIGKILL
   assert not (tmp_path / "m" / "results.json").exists()
-  resumed = run_main(args, env=DEFAULT_THREADS)
+  resumed = run_main(args)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert "resumed from" in resumed.stderr or "complete" in resumed.stderr
   for name in OUTPUTS:

@@ -16,11 +16,13 @@ def run_example(name, *args):
 
 
 def test_numpy_digits_example_adapts_above_source_only(tmp_path):
-  # 200 steps: +18 points here; 2 runs: the check's probe and two adapted runs
-  out = run_example("numpy_digits.py", "--steps=200", "--runs=2")
+  # 200 steps, 1 run: the check's probe and one adapted run, +18.7 points here (71.56 ->
+  # 90.22 %, 29 s alone); the probe's TV is near the threshold (0.29 against 0.30), so
+  # either path may be taken: run 0 adapted, or run 1 after the probe.
+  out = run_example("numpy_digits.py", "--steps=200", "--runs=1")
   source_only = float(re.search(r"source-only\s+([\d.]+) %", out).group(1))
   runs = [float(v) for v in re.findall(r"BIWAA run \d\s+([\d.]+) %", out)]
-  assert len(runs) >= 2 and min(runs) > source_only + 5, out
+  assert len(runs) == 1 and runs[0] > source_only + 5, out
   assert re.search(r"verdict: helped (likely|unlikely|unsure|unchanged) \(confidence \w+\), "
                    r"[\d.]+% agreement with source-only", out), out
   assert "first 8 target images: predicted [" in out

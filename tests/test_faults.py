@@ -195,20 +195,21 @@ def test_restore_of_a_damaged_finished_run_names_the_file(tmp_path):
 # ----- repeated kills -----
 
 def test_repeated_kills_end_bit_identical(tiny_domains, tmp_path):
-  """tools/kill_resume.py: 4 SIGKILLs at seeded random moments of a 2-run training (the
-  seed's plan: a checkpoint write, an evaluation, between runs, the export; each one
-  reachable after the one before); the resumed outputs equal the uninterrupted ones."""
+  """tools/kill_resume.py: 3 SIGKILLs at seeded random moments of a 2-run training (the
+  seed's plan: a checkpoint write, an evaluation, the export; each one reachable after
+  the one before; a kill between runs: test_resume's 0:done); the resumed outputs equal
+  the uninterrupted ones."""
   root, src, tgt = tiny_domains
   args = tiny_flags(root, src, tgt, "unused", "--runs=2", "--steps_per_run=6",
                     "--checkpoint_every=2")
   args = [a for a in args if not a.startswith(("--model_dir", "--noprogress"))]
-  res = subprocess.run([sys.executable, os.path.join("tools", "kill_resume.py"), "--kills=4",
-                        "--seed=3226", f"--work={tmp_path / 'kill'}", "--", *args], cwd=REPO,
+  res = subprocess.run([sys.executable, os.path.join("tools", "kill_resume.py"), "--kills=3",
+                        "--seed=288", f"--work={tmp_path / 'kill'}", "--", *args], cwd=REPO,
                        capture_output=True, text=True, timeout=900)
   print(res.stdout)
   assert res.returncode == 0, res.stdout + res.stderr[-2000:]
   assert "max difference from the uninterrupted training: 0.0" in res.stdout
   landed = [line for line in res.stdout.splitlines() if ": landed " in line]
-  assert len(landed) == 4
+  assert len(landed) == 3
   assert res.stderr == ""
   shutil.rmtree(tmp_path / "kill")

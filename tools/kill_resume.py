@@ -167,19 +167,21 @@ def draw_plan(rng, reference_seconds, runs, steps, checkpoints_per_run):
   return {"phase": "between", "nth": rng.randint(1, runs)}
 
 
-def _export_digests(model_dir):
-  """SHA-256 of each floating-point tensor of model_dir's export, sorted (read in a child
-  process: this one stays free of TensorFlow)."""
+def _export_digests(*model_dirs):
+  """For each model_dir, the SHA-256 of each floating-point tensor of its export, sorted
+  (read in one child process: this one stays free of TensorFlow)."""
   code = ("import sys, hashlib, biwaa_tf, numpy as np, tensorflow as tf\n"
-          "r = tf.train.load_checkpoint(sys.argv[1])\n"
-          "print('\\n'.join(sorted(hashlib.sha256(np.ascontiguousarray(r.get_tensor(k))"
+          "for path in sys.argv[1:]:\n"
+          "  r = tf.train.load_checkpoint(path)\n"
+          "  print(' '.join(sorted(hashlib.sha256(np.ascontiguousarray(r.get_tensor(k))"
           ".tobytes()).hexdigest() for k, d in r.get_variable_to_dtype_map().items() "
           "if d.is_floating)))")
   res = subprocess.run([sys.executable, "-c", code,
-                        os.path.join(model_dir, "export", "variables", "variables")],
+                        *(os.path.join(d, "export", "variables", "variables")
+                          for d in model_dirs)],
                        capture_output=True, text=True, check=True,
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  return res.stdout.split()
+  return [line.split() for line in res.stdout.splitlines()]
 
 
 def compare(reference, killed, runs):
@@ -199,7 +201,8 @@ def compare(reference, killed, runs):
       worst = max(worst, abs(x["accuracy"] - y["accuracy"]))
   # The exported weights, as a multiset of tensors (their names in a SavedModel follow
   # the order Keras tracked them in, which is not fixed): the same bytes, or inf.
-  if _export_digests(reference) != _export_digests(killed):
+  ours, theirs = _export_digests(reference, killed)
+  if ours != theirs:
     worst = float("inf")
   return worst
 
