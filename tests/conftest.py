@@ -115,4 +115,3 @@ def run_main(args, env=None, module="biwaa_tf.main", timeout=300):
   full_env = dict(os.environ, **(env or {}))
   return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=full_env,
                         capture_output=True, text=True, timeout=timeout)
-
