@@ -20,32 +20,54 @@ pytestmark = pytest.mark.xdist_group("distribute")
 STRICT = {"TF_ENABLE_ONEDNN_OPTS": "0"}
 
 
-@pytest.fixture(scope="module")
-def replica_report():
-  res = subprocess.run([sys.executable, "tests/replica_check.py"], cwd=REPO,
+def _replica_check(*args):
+  res = subprocess.run([sys.executable, "tests/replica_check.py", *args], cwd=REPO,
                        env=dict(os.environ, **STRICT), capture_output=True, text=True,
                        timeout=300)
   assert res.returncode == 0, res.stderr[-2000:]
   return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+@pytest.fixture(scope="module")
+def replica_report():
+  return _replica_check()
+
+
 def test_two_replicas_match_one_device(replica_report):
+  """Each of 20 steps from the same state on one device and on two replicas (the
+  check's docstring says why not a whole trajectory)."""
   r = replica_report
   print(json.dumps(r))  # shown by pytest on failure
-  assert r["replicas"] == 2
-  # Tolerance: the replicas sum two half-batch gradients where one device sums
-  # the whole batch at once, so float32 rounding differs (~1e-7 relative per
-  # step); over 20 steps that stays below 1e-5, while a wrongly scaled loss or a
-  # per-replica centroid moves these values by > 1e-2 (the weights move by 0.3).
-  assert r["loss_max_abs_diff"] < 1e-5
-  assert r["weights_max_abs_diff"] < 1e-5
-  assert r["weights_moved"] > 0.1 and r["loss_first"] != r["loss_last"]
+  assert r["replicas"] == 2 and r["steps"] == 20
+  # Tolerance: the replicas sum two half-batch gradients where one device sums the
+  # whole batch at once, so float32 rounding differs: measured 2.4e-7 (loss), 1.2e-7
+  # (state), 1.4e-6 (the weights w, 10 times a unit vector). A wrongly scaled loss or
+  # per-replica centroids move them by more than 1e-3 (test below).
+  assert r["step_loss_max_abs_diff"] < 1e-5
+  assert r["step_state_max_abs_diff"] < 1e-5
+  assert r["step_weights_w_max_abs_diff"] < 1e-5
+  # The steps include the branch points: pseudo-labels from an argmax whose margin came
+  # down to 6.7e-4; none flips (a flip is rounding only below a margin of 1e-5).
+  assert r["step_pseudo_label_flips"] == 0 or r["min_pseudo_label_margin"] < 1e-5
+  assert r["weights_moved"] > 0.1
   # The check can fail: per-replica batch-norm statistics are visibly different.
-  assert r["local_bn_loss_max_abs_diff"] > 1e-3
+  assert r["local_bn_step_loss_max_abs_diff"] > 1e-3
   for name in ("source_centroids", "target_centroids", "agg_table", "agg_seen", "step"):
     assert r[f"{name}_copies"] == 2
     assert r[f"{name}_replica_spread"] == 0.0, name  # identical on both replicas
-    assert r[f"{name}_vs_one_device"] < 1e-5, name
+    assert r[f"{name}_step_vs_one_device"] < 1e-5, name
+
+
+@pytest.mark.parametrize("bug, quantity", [
+    ("loss_scale", "step_state_max_abs_diff"),
+    ("local_centroids", "source_centroids_step_vs_one_device")])
+def test_replica_check_catches_an_injected_replica_bug(bug, quantity):
+  """Gradients not divided by the replicas, or each replica's centroids from its own
+  rows: the per-step check sees them."""
+  r = _replica_check(f"inject={bug}")
+  print(json.dumps(r))
+  assert r["inject"] == bug
+  assert r[quantity] > 1e-3  # measured: 0.22 (the weights), 0.83 (the centroids)
 
 
 @pytest.fixture(scope="module")

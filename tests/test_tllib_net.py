@@ -116,7 +116,9 @@ def test_tllib_net_two_replicas_match_one_device(tiny_domains, tmp_path):
   a = np.load(tmp_path / "one" / "run_0" / "target_probs.npy")
   b = np.load(tmp_path / "two" / "run_0" / "target_probs.npy")
   # Half-batch sums round differently: 1.3e-5 measured (2e-9 with lenet, no dropout and
-  # per-domain BN); masks drawn per replica, or a drift, move them by more than 1e-3.
-  np.testing.assert_allclose(a, b, rtol=0, atol=5e-5)
+  # per-domain BN). The same six steps on one device with oneDNN's kernels instead of
+  # Eigen's (another CPU's rounding) move them by 4.2e-6: the tolerance leaves room for
+  # both on any CPU. Masks drawn per replica, or a drift, move them by more than 1e-3.
+  np.testing.assert_allclose(a, b, rtol=0, atol=2e-4)
   # The check can fail: probabilities move over the training (dropout masks per row).
   assert np.abs(a - 1 / a.shape[1]).max() > 1e-3
