@@ -1,5 +1,6 @@
 """BIWAA in TensorFlow/Keras."""
 from biwaa_tf import quiet as _quiet
+from biwaa_tf import saving as _saving
 
 __version__ = "0.1.0"
 # The Python API, imported on first use (`import biwaa_tf` does not load TensorFlow).
@@ -15,6 +16,8 @@ _API = {
 __all__ = sorted(_API)
 # TensorFlow's C++ start-up lines stay off the console (see quiet.py).
 _quiet.install()
+# keras.models.load_model finds biwaa_tf's classes once Keras is loaded (see saving.py).
+_saving.install()
 
 
 def __getattr__(name):

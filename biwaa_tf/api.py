@@ -54,8 +54,9 @@ def array_spec(role, data):
 class AdaptResult:
   """What adapt() returns.
 
-  model:        Keras model, raw images (N x H x W x 1 or 3, pixel values 0-255: uint8,
-                or float on that scale) -> class probabilities: the training's evaluation
+  model:        Keras model, raw images (N x H x W x 1 or 3: floats in [0, 1], or 0-255
+                values, uint8 or float; export.Preprocess) -> class probabilities: the
+                training's evaluation
                 preprocessing (layer "preprocess") and the last run's inference path
                 (layer "logits_model" when ten_crop is off: crops -> logits). Saves to
                 .keras; keras.models.load_model reads it back after `import biwaa_tf`.
@@ -84,10 +85,18 @@ class AdaptResult:
 
   def predict(self, images, batch_size=64):
     """Class probabilities of raw images (NumPy N x H x W x {1,3}, uint8, or float in
-    [0, 1] as adapt() takes them), through `model` (which preprocesses as the training
-    evaluated its target: resize, crop(s), normalisation)."""
-    images = lists.as_uint8_rgb(images, "images")
-    return self.model.predict(images, batch_size=batch_size, verbose=0)
+    [0, 1] as adapt() takes them, or a tf.data.Dataset of them), through `model` (which
+    preprocesses as the training evaluated its target: resize, crop(s), normalisation)."""
+    return self.model.predict(unit_images(images, "images"), batch_size=batch_size, verbose=0)
+
+
+def unit_images(images, role):
+  """NumPy images or a tf.data.Dataset (of images or (image, label) pairs) -> N x H x W x 3
+  float32 in [0, 1], what every face gives the served model."""
+  data = _materialize(images, role)
+  if data is not images:  # a tf.data.Dataset: its images (labels, if any, unused)
+    images = _images_and_labels(data)[0]
+  return lists.unit_float_rgb(images, role)
 
 
 def _loader(cfg, arrays, class_names=None):
@@ -279,7 +288,8 @@ def _process_state_kept():
   except (ImportError, AttributeError):
     tf_config, tf_seed, determinism = None, None, None
   registry = dict(backbones.BACKBONES), dict(backbones.NORMALIZATION)
-  loggers = {name: logging_lib.getLogger(name) for name in ("biwaa_tf", "tensorflow", "absl")}
+  loggers = {name: logging_lib.getLogger(name or None)
+             for name in ("", "biwaa_tf", "tensorflow", "absl")}  # "": the root logger
   logging_state = {name: (lg.level, list(lg.handlers), lg.propagate)
                    for name, lg in loggers.items()}
   try:

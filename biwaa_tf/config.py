@@ -112,11 +112,21 @@ def _require(ok, name, message):
 
 def make_config(**options):
   """A resolved, checked TrainConfig from option names and values (unknown names refused)."""
-  unknown = sorted(set(options) - set(FIELDS))
-  if unknown:
-    raise UserError(f"unknown option(s) {', '.join(unknown)}; see "
-                    "python -m biwaa_tf.main --help for the names")
+  check_names(options)
   return resolve(TrainConfig(**options))
+
+
+def check_names(names, known=()):
+  """Refuses names that are not options (or in `known`), with the closest option's name."""
+  import difflib
+  valid = set(FIELDS) | set(known)
+  unknown = sorted(set(names) - valid)
+  if unknown:
+    hints = [f"{name} (did you mean {close[0]}?)" if (
+        close := difflib.get_close_matches(name, sorted(valid), n=1)) else name
+        for name in unknown]
+    raise UserError(f"unknown option(s) {', '.join(hints)}; python -m biwaa_tf.main --help "
+                    "lists them")
 
 
 def resolve(cfg):

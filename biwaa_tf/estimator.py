@@ -6,8 +6,15 @@
     clf.save("digits.keras"); biwaa_tf.load("digits.keras").predict(xt)
 
 Images: NumPy N x H x W x {1, 3} (uint8, or float in [0, 1]) or tf.data datasets (of
-images, or of (image, label) pairs); labels: integers or one-hot rows. Every option
-adapt() takes is a constructor keyword (get_params / set_params see them).
+images, or of (image, label) pairs); labels: integers, one-hot rows, or strings (then
+`classes_` holds them, in `class_names` order when given, else sorted). Every option
+adapt() takes is a constructor keyword (get_params / set_params see them, and refuse a
+name that is not an option).
+
+With scikit-learn installed it is a scikit-learn classifier (BaseEstimator,
+ClassifierMixin): repr, clone, is_classifier, Pipeline. Its fit needs the target
+images, so cross_val_score and GridSearchCV fit it only through a wrapper that passes
+X_target.
 """
 
 import json
@@ -19,9 +26,16 @@ from biwaa_tf.data import lists
 from biwaa_tf.errors import UserError
 
 METADATA = "biwaa_tf.json"  # the estimator's own entry inside the .keras archive
+_OWN = ("backbone", "model_dir", "class_names", "verbose")
+
+try:  # scikit-learn's protocol (tags, repr, clone) where it is installed
+  from sklearn.base import BaseEstimator, ClassifierMixin
+  _BASES = (ClassifierMixin, BaseEstimator)
+except ImportError:
+  _BASES = (object,)
 
 
-class BIWAA:
+class BIWAA(*_BASES):
   """BIWAA-I (with the label-shift check and its verdict, as adapt()) as an estimator.
 
   After fit: `classes_`, `class_names_`, `model_` (raw images -> probabilities, a Keras
@@ -33,6 +47,7 @@ class BIWAA:
     self.model_dir = model_dir
     self.class_names = class_names
     self.verbose = verbose
+    _check_option_names(options)
     self.options = dict(options)
 
   def get_params(self, deep=True):
@@ -41,8 +56,9 @@ class BIWAA:
             "class_names": self.class_names, "verbose": self.verbose, **self.options}
 
   def set_params(self, **params):
+    _check_option_names(params)
     for name, value in params.items():
-      if name in ("backbone", "model_dir", "class_names", "verbose"):
+      if name in _OWN:
         setattr(self, name, value)
       else:
         self.options[name] = value
@@ -56,20 +72,28 @@ class BIWAA:
     if X_target is None:
       raise UserError("fit(X, y, X_target): the target images are required (unsupervised "
                       "domain adaptation trains on them, without their labels)")
+    class_names, string_classes = self.class_names, None
+    if y is not None and _is_string_labels(y):
+      string_classes = _string_classes(y, class_names)
+      y = _encode(y, string_classes, "y")
+      y_target = None if y_target is None else _encode(y_target, string_classes, "y_target")
+      class_names = list(string_classes)
     source = X if y is None else (X, y)
     target = X_target if y_target is None else (X_target, y_target)
     result = api.adapt(source, target, model_dir=self.model_dir, callbacks=callbacks,
-                       backbone=self.backbone, class_names=self.class_names,
+                       backbone=self.backbone, class_names=class_names,
                        verbose=self.verbose, **self.options)
     self.result_ = result
     self._set_fitted(result.model, list(result.class_names), result.verdict,
-                     result.label_shift_check)
+                     result.label_shift_check, string_classes is not None)
     return self
 
-  def _set_fitted(self, model, class_names, verdict, check):
+  def _set_fitted(self, model, class_names, verdict, check, string_labels=False):
     self.model_ = model
     self.class_names_ = list(class_names)
-    self.classes_ = np.arange(len(class_names))
+    # The labels fit() was given: strings as they were, else the class indices.
+    self.classes_ = (np.array(class_names, dtype=object) if string_labels
+                     else np.arange(len(class_names)))
     self.verdict_ = verdict
     self.label_shift_check_ = check
 
@@ -81,16 +105,23 @@ class BIWAA:
   def predict_proba(self, X, batch_size=64):
     """N x K class probabilities of raw images."""
     self._check_fitted()
-    return self.model_.predict(lists.as_uint8_rgb(X, "X"), batch_size=batch_size, verbose=0)
+    from biwaa_tf import api
+    return self.model_.predict(api.unit_images(X, "X"), batch_size=batch_size, verbose=0)
 
   def predict(self, X, batch_size=64):
-    """The class index of each image (class_names_[i] names it)."""
-    return np.argmax(self.predict_proba(X, batch_size), axis=1)
+    """The label of each image: classes_[argmax] (the class index, or the string label
+    fit() was given)."""
+    return self.classes_[np.argmax(self.predict_proba(X, batch_size), axis=1)]
 
-  def score(self, X, y):
-    """Accuracy on labelled images (integer or one-hot labels)."""
-    labels = lists.integer_labels(y, "y", len(X))
-    return float(np.mean(self.predict(X) == labels))
+  def score(self, X, y, sample_weight=None):
+    """Accuracy on labelled images (integer, one-hot or string labels)."""
+    self._check_fitted()
+    if self.classes_.dtype == object:
+      labels = _encode(y, self.classes_, "y")
+    else:
+      labels = lists.integer_labels(y, "y", len(X))
+    hits = np.argmax(self.predict_proba(X), axis=1) == labels
+    return float(np.average(hits, weights=sample_weight))
 
   def save(self, path):
     """The inference model as a .keras file (keras.models.load_model reads it after
@@ -101,7 +132,8 @@ class BIWAA:
     self.model_.save(path)
     with zipfile.ZipFile(path, "a") as archive:
       archive.writestr(METADATA, json.dumps({
-          "class_names": self.class_names_, "verdict": self.verdict_,
+          "class_names": self.class_names_, "string_labels": self.classes_.dtype == object,
+          "verdict": self.verdict_,
           "label_shift_check": self.label_shift_check_, "params": _jsonable(
               self.get_params())}))
 
@@ -119,8 +151,40 @@ def load(path):
     raise UserError(f"{path}: not a file saved by BIWAA.save ({e})") from None
   estimator = BIWAA(**meta.get("params", {}))
   estimator._set_fitted(keras.models.load_model(path), meta["class_names"], meta["verdict"],
-                        meta["label_shift_check"])
+                        meta["label_shift_check"], meta.get("string_labels", False))
   return estimator
+
+
+def _check_option_names(names):
+  from biwaa_tf import config
+  config.check_names(names, known=_OWN)
+
+
+def _is_string_labels(y):
+  y = np.asarray(y)
+  return y.ndim == 1 and (y.dtype.kind in "USO")
+
+
+def _string_classes(y, class_names):
+  """The classes of string labels y: class_names' order when given, else sorted."""
+  found = sorted({str(v) for v in np.asarray(y)})
+  if class_names is None:
+    return found
+  missing = sorted(set(found) - {str(c) for c in class_names})
+  if missing:
+    raise UserError(f"y: label(s) {', '.join(missing[:5])} not in class_names")
+  return [str(c) for c in class_names]
+
+
+def _encode(y, classes, name):
+  """String labels -> their index in `classes` (one line for a label not there)."""
+  index = {str(c): i for i, c in enumerate(classes)}
+  y = np.asarray(y)
+  unknown = sorted({str(v) for v in y} - set(index))
+  if unknown:
+    raise UserError(f"{name}: label(s) {', '.join(unknown[:5])} are not among the classes "
+                    f"fit() saw ({', '.join(map(str, list(classes)[:5]))}...)")
+  return np.array([index[str(v)] for v in y], np.int64)
 
 
 def _jsonable(params):

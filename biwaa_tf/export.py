@@ -36,10 +36,15 @@ class InferenceModel(keras.Model):
 class Preprocess(keras.layers.Layer):
   """Raw images -> the evaluation input(s) the training scored its target with.
 
-  Takes N x H x W x 1 or 3 pixel values 0-255 (uint8, or float on that scale), of any
-  H x W: grey is replicated to RGB, each image is resized to resize_size (as PIL does,
-  for `resize_method=bicubic`), centre-cropped to image_size (or cut into the 10 crops)
-  and normalised as the backbone expects: data/preprocess.eval_views, image by image."""
+  Takes N x H x W x 1 or 3 images of any H x W, with the pixel contract of adapt() and
+  every other face: floats in [0, 1] (scaled and rounded to 0-255 as adapt() does), or
+  0-255 values (uint8, which Keras hands over as float). A batch whose values all lie
+  in [0, 1] is read as [0, 1]; values outside [0, 255], NaN or infinite are refused
+  with one line. (A uint8 batch of only 0s and 1s is ambiguous here: result.predict and
+  the estimator pass [0, 1] floats and are exact.) Grey is replicated to RGB, each image
+  is resized to resize_size (as PIL does, for `resize_method=bicubic`), centre-cropped
+  to image_size (or cut into the 10 crops) and normalised as the backbone expects:
+  data/preprocess.eval_views, image by image."""
 
   def __init__(self, resize_size, image_size, mode, resize_method="bicubic", ten_crop=False,
                **kwargs):
@@ -48,7 +53,7 @@ class Preprocess(keras.layers.Layer):
                                         bool(ten_crop), resize_method)
 
   def call(self, images):
-    x = tf.cast(images, tf.float32)
+    x = pixels_0_255(tf.cast(images, tf.float32))
     x = tf.cond(tf.shape(x)[-1] == 1, lambda: tf.tile(x, [1, 1, 1, 3]), lambda: x)
     x.set_shape([None, None, None, 3])
     s = self.opts.image_size
@@ -64,6 +69,17 @@ class Preprocess(keras.layers.Layer):
     o = self.opts
     return {**super().get_config(), "resize_size": o.resize_size, "image_size": o.image_size,
             "mode": o.mode, "resize_method": o.resize_method, "ten_crop": o.ten_crop}
+
+
+def pixels_0_255(x):
+  """A float batch of pixels in [0, 1] or 0-255 -> 0-255 (see Preprocess)."""
+  low, high = tf.reduce_min(x), tf.reduce_max(x)
+  bad = tf.logical_or(tf.logical_not(tf.reduce_all(tf.math.is_finite(x))),
+                      tf.logical_or(low < 0, high > 255))
+  check = tf.debugging.Assert(tf.logical_not(bad), [
+      "images: pixel values must be finite, in [0, 1] (float) or 0-255; found", low, high])
+  with tf.control_dependencies([check]):
+    return tf.where(high <= 1, tf.round(x * 255.0), x)
 
 
 @keras.saving.register_keras_serializable(package="biwaa_tf")

@@ -183,3 +183,33 @@ def test_uniform_source_loading_keeps_the_data_proportions(tmp_path):
   # of 16 holds exactly 12 + 4, so only the partial last epoch varies).
   np.testing.assert_allclose(counts[True], [0.5, 0.5], atol=0.08)
   np.testing.assert_allclose(counts[False], [0.75, 0.25], atol=0.02)
+
+
+def test_target_as_an_unlabelled_folder_and_as_a_partial_labelled_one(tmp_path):
+  """--target=<folder of images>: unlabelled (sub-folders carry no class); class folders
+  that are a subset of the source's: matched by name; a one-class source: one line."""
+  import shutil
+  root = tmp_path / "data"
+  make_domain(str(root), "src", [4, 4, 4], seed=0)  # src/c0, src/c1, src/c2
+  make_domain(str(root), "tgt", [3, 3, 3], seed=1)
+  flat = tmp_path / "unlabelled"
+  for i, png in enumerate(sorted((root / "tgt").rglob("*.png"))):
+    dest = flat / ("" if i % 2 else "batch2") / f"{i:02d}.png"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(png, dest)
+  (flat / "batch2" / "00.png").rename(flat / "00.png")  # one at the top: a plain folder
+  partial = tmp_path / "partial"
+  shutil.copytree(root / "tgt" / "c2", partial / "c2")
+  base = [f"--source={root / 'src'}", "--backbone=lenet", "--image_size=28",
+          "--batch_size=6", f"--model_dir={tmp_path / 'm'}", "--dry_run"]
+  res = run_main(base + [f"--target={flat}"])
+  assert res.returncode == 0, res.stderr
+  assert "9 images, unlabelled" in res.stdout, res.stdout
+  res = run_main(base + [f"--target={partial}"])
+  assert res.returncode == 0, res.stderr
+  assert "3 images" in res.stdout and "c2" not in res.stderr
+  (root / "src" / "c1").rename(tmp_path / "c1")
+  shutil.rmtree(root / "src" / "c2")
+  res = run_main(base + [f"--target={flat}"])
+  assert res.returncode == 2
+  assert res.stderr.strip().endswith("the source has 1 class; classification needs at least 2")

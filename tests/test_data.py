@@ -65,9 +65,46 @@ def test_label_out_of_range(tmp_path):
     lists.read_list_file(str(p), "", num_classes=3)
 
 
-def test_directory_without_class_folders(tmp_path):
-  with pytest.raises(UserError, match="directory has no class sub-folders"):
+def test_empty_directory_is_refused_in_one_line(tmp_path):
+  with pytest.raises(UserError, match="no images .* and no class sub-folders"):
     lists.read_folder(str(tmp_path))
+
+
+def test_unlabelled_folder_of_images_any_nesting(tmp_path):
+  """Images at the top level: an unlabelled target, every image below it (sub-folders
+  carry no class meaning)."""
+  rng = np.random.default_rng(0)
+  for rel in ("b.png", "a.jpg", "day2/c.png", "day2/deeper/d.png", ".hidden/e.png"):
+    write_image(str(tmp_path / rel), class_image(0, rng), rel.rsplit(".", 1)[1])
+  got = lists.read_folder(str(tmp_path))
+  assert not got.labelled and got.class_names == ()
+  assert [os.path.relpath(p, tmp_path) for p in got.paths] == [
+      "a.jpg", "b.png", os.path.join("day2", "c.png"), os.path.join("day2", "deeper", "d.png")]
+
+
+def test_labelled_target_folders_matched_to_the_source_by_name():
+  """A partial target (a subset of the source's class folders, in another order) gets
+  the source's indices; a folder the source lacks is refused naming it."""
+  source = lists.ImageList("s", ("x",) * 3, np.array([0, 1, 2]), ("cat", "cow", "dog"))
+  partial = lists.ImageList("t", ("y",) * 3, np.array([0, 1, 1]), ("cat", "dog"))
+  got = lists.match_classes(source, partial)
+  np.testing.assert_array_equal(got.labels, [0, 2, 2])
+  assert got.class_names == source.class_names
+  foreign = lists.ImageList("t", ("y",), np.array([0]), ("cat", "horse"))
+  with pytest.raises(UserError, match="class folder.s. horse are not classes of s"):
+    lists.match_classes(source, foreign)
+  unnamed = lists.ImageList("t", ("y",), np.array([0]), ("class_0", "class_1"))
+  with pytest.raises(UserError, match="s has 3 classes but t has 2"):
+    lists.match_classes(source, unnamed)
+
+
+def test_nan_or_infinite_pixels_are_refused_naming_the_image():
+  x = np.zeros((3, 4, 4, 1), np.float32)
+  x[1, 2, 2, 0] = np.nan
+  x[2, 0, 0, 0] = np.inf
+  with pytest.raises(UserError, match="source: 2 pixel values are NaN or infinite "
+                                      r"\(the first in image 1\)"):
+    lists.as_uint8_rgb(x, "source")
 
 
 def test_bad_image_files_are_named(tmp_path):

@@ -67,6 +67,11 @@ def as_uint8_rgb(images, name):
     if not np.issubdtype(images.dtype, np.floating):
       raise UserError(f"{name}: images must be uint8 (0-255) or float (0-1), got "
                       f"{images.dtype}")
+    finite = np.isfinite(images)
+    if not finite.all():
+      first = np.argwhere(~finite)[0]
+      raise UserError(f"{name}: {int((~finite).sum())} pixel values are NaN or infinite "
+                      f"(the first in image {first[0]})")
     if images.min() < 0 or images.max() > 1:
       raise UserError(f"{name}: float images must lie in [0, 1] (found "
                       f"{images.min():g}..{images.max():g}); pass uint8 for 0-255")
@@ -74,6 +79,13 @@ def as_uint8_rgb(images, name):
   if images.shape[-1] == 1:
     images = np.repeat(images, 3, axis=-1)
   return images
+
+
+def unit_float_rgb(images, name):
+  """Images as adapt() takes them -> N x H x W x 3 float32 in [0, 1] (uint8 / 255), the
+  input on which the served model (export.Preprocess) reads every image exactly as
+  as_uint8_rgb does, whatever the batch's values."""
+  return as_uint8_rgb(images, name).astype(np.float32) / np.float32(255)
 
 
 def integer_labels(labels, name, n):
@@ -220,22 +232,36 @@ def _looks_like_label(s):
 
 
 def read_folder(directory):
-  """A class-subfolder directory; sorted folder names give the indices."""
-  classes = sorted(d for d in os.listdir(directory)
-                   if os.path.isdir(os.path.join(directory, d)) and not d.startswith("."))
+  """A directory of images: class sub-folders (sorted names give the indices), or, when
+  images lie at its top level, an unlabelled set (every image below it, any nesting)."""
+  entries = sorted(e for e in os.listdir(directory) if not e.startswith("."))
+  if any(e.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(directory, e))
+         for e in entries):
+    paths = tuple(_images_below(directory))
+    return ImageList(directory, paths, np.full(len(paths), UNLABELLED, np.int64), ())
+  classes = [d for d in entries if os.path.isdir(os.path.join(directory, d))]
   if not classes:
-    raise UserError(f"{directory}: directory has no class sub-folders")
+    raise UserError(f"{directory}: no images ({', '.join(IMAGE_EXTENSIONS)}) and no class "
+                    "sub-folders in it")
   paths, labels = [], []
   for k, name in enumerate(classes):
-    for root, _, files in sorted(os.walk(os.path.join(directory, name))):
-      for fname in sorted(files):
-        if fname.lower().endswith(IMAGE_EXTENSIONS):
-          paths.append(os.path.join(root, fname))
-          labels.append(k)
+    found = _images_below(os.path.join(directory, name))
+    paths += found
+    labels += [k] * len(found)
   if not paths:
     raise UserError(f"{directory}: no images ({', '.join(IMAGE_EXTENSIONS)}) in its "
                     "class folders")
   return ImageList(directory, tuple(paths), np.asarray(labels, np.int64), tuple(classes))
+
+
+def _images_below(directory):
+  """The image files under `directory`, at any depth, in a sorted walk."""
+  found = []
+  for root, dirs, files in os.walk(directory):
+    dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    found += [os.path.join(root, f) for f in sorted(files)
+              if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
+  return found
 
 
 def load_image_list(spec, data_root, num_classes=None, download=False):
@@ -364,6 +390,31 @@ def _ranges(values):
       parts.append(str(start) if start == v else f"{start}-{v}")
       start = None
   return ", ".join(parts)
+
+
+def match_classes(source, target):
+  """`target` with its labels in the source's class indices.
+
+  A labelled target whose classes are named (class folders) is matched by name: its
+  classes may be a subset of the source's (a partial target; its labels only report
+  accuracy). Unnamed classes (list files, arrays) must be the source's, index by index.
+  An unlabelled target is returned as it is."""
+  if not target.labelled or not target.class_names:
+    return target
+  named = not any(n.startswith("class_") for n in target.class_names + source.class_names)
+  if named and target.class_names != source.class_names:
+    index = {n: k for k, n in enumerate(source.class_names)}
+    foreign = [n for n in target.class_names if n not in index]
+    if foreign:
+      raise UserError(f"{target.name}: class folder(s) {', '.join(foreign[:5])} are not "
+                      f"classes of {source.name} ({', '.join(source.class_names[:5])}"
+                      f"{', ...' if len(source.class_names) > 5 else ''}); an unlabelled "
+                      "target is a folder with its images at the top level")
+    mapping = np.array([index[n] for n in target.class_names], np.int64)
+    return dataclasses.replace(target, labels=mapping[target.labels],
+                               class_names=source.class_names)
+  check_same_classes(source, target)
+  return target
 
 
 def check_same_classes(source, target):

@@ -46,12 +46,13 @@ def prepare_data(cfg, check_images=True, load=None):
     raise UserError(f"--num_classes={cfg.num_classes}, but {source.name} has "
                     f"{len(source.class_names)} class folders")
   k = len(source.class_names)
-  target = load(cfg.target, k)
-  lists.check_same_classes(source, target)
+  if k < 2:
+    raise UserError(f"{source.name}: the source has {k} class; classification needs at "
+                    "least 2")
+  target = lists.match_classes(source, load(cfg.target, k))
   target_eval = target
   if cfg.target_eval != cfg.target:
-    target_eval = load(cfg.target_eval, k)
-    lists.check_same_classes(source, target_eval)
+    target_eval = lists.match_classes(source, load(cfg.target_eval, k))
   if check_images:
     source = _validated(source, cfg.skip_invalid_images)
     same = target_eval is target
