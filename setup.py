@@ -33,8 +33,10 @@ setup(
         "demo": ["scikit-learn>=1.4"],
         "hub": ["huggingface_hub>=0.23"],
         "digits": ["scipy>=1.10"],
+        # nbclient, nbformat, ipykernel: the tests execute examples/quickstart.ipynb.
         "dev": ["scikit-learn>=1.4", "huggingface_hub>=0.23", "pytest>=8", "pytest-xdist>=3.5",
-                "ruff>=0.6", "pillow>=10", "scipy>=1.10"],
+                "ruff>=0.6", "pillow>=10", "scipy>=1.10", "nbclient>=0.10", "nbformat>=5.9",
+                "ipykernel>=6.29"],
     },
     entry_points={"console_scripts": ["biwaa-tf=biwaa_tf.main:run"]},
 )

@@ -153,6 +153,14 @@ def adapt(source, target, target_eval=None, *, model_dir=None, callbacks=None,
       raise type(e)(python_wording(str(e))) from None
 
 
+# help(adapt) shows the main options with their defaults (every flag is an option).
+MAIN_OPTIONS = ("method", "runs", "steps_per_run", "batch_size", "image_size", "lr", "seed",
+                "deterministic", "label_shift_check", "ten_crop", "mixed_precision",
+                "checkpoint_every", "progress")
+adapt.__doc__ += "\n  Main options (keyword=default):\n" + "".join(
+    f"    {name}={config_lib.default(name)!r}\n" for name in MAIN_OPTIONS)
+
+
 def python_wording(message):
   """A message that names command-line flags, as it reads for adapt()'s keywords:
   '--backbone_weights=x' -> 'backbone_weights=x', '--overwrite' -> 'overwrite'."""
@@ -195,6 +203,8 @@ def _adapt(source, target, target_eval, model_dir, callbacks, normalization, str
   from biwaa_tf.train import preflight
   if verbose:
     quiet.configure_logging()
+  else:  # TensorFlow's INFO lines ("Assets written to ...") stay off a quiet call
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
   backbone = options.pop("backbone", config_lib.default("backbone"))
   if not isinstance(backbone, str):
     name = f"keras:{backbone.name}"
@@ -292,6 +302,12 @@ def _process_state_kept():
              for name in ("", "biwaa_tf", "tensorflow", "absl")}  # "": the root logger
   logging_state = {name: (lg.level, list(lg.handlers), lg.propagate)
                    for name, lg in loggers.items()}
+  # A handler on the root logger for the call: a module-level logging.info() inside
+  # TensorFlow or absl (a checkpoint save's) would otherwise run logging.basicConfig,
+  # and its StreamHandler would print every propagating record ("INFO:tensorflow:...").
+  # Python's own last resort (warnings and errors, message only) prints as without it.
+  if not loggers[""].handlers:
+    loggers[""].addHandler(logging_lib.lastResort)
   try:
     yield
   finally:

@@ -30,9 +30,14 @@ _OWN = ("backbone", "model_dir", "class_names", "verbose")
 
 try:  # scikit-learn's protocol (tags, repr, clone) where it is installed
   from sklearn.base import BaseEstimator, ClassifierMixin
-  _BASES = (ClassifierMixin, BaseEstimator)
+  from sklearn.exceptions import NotFittedError
+  _BASES, _NOT_FITTED = (ClassifierMixin, BaseEstimator), (NotFittedError,)
 except ImportError:
-  _BASES = (object,)
+  _BASES, _NOT_FITTED = (object,), ()
+
+
+class NotFitted(UserError, *_NOT_FITTED):
+  """predict/score/save before fit (scikit-learn's NotFittedError where installed)."""
 
 
 class BIWAA(*_BASES):
@@ -48,12 +53,12 @@ class BIWAA(*_BASES):
     self.class_names = class_names
     self.verbose = verbose
     _check_option_names(options)
-    self.options = dict(options)
+    self._options = dict(options)
 
   def get_params(self, deep=True):
     del deep
     return {"backbone": self.backbone, "model_dir": self.model_dir,
-            "class_names": self.class_names, "verbose": self.verbose, **self.options}
+            "class_names": self.class_names, "verbose": self.verbose, **self._options}
 
   def set_params(self, **params):
     _check_option_names(params)
@@ -61,7 +66,7 @@ class BIWAA(*_BASES):
       if name in _OWN:
         setattr(self, name, value)
       else:
-        self.options[name] = value
+        self._options[name] = value
     return self
 
   def fit(self, X, y=None, X_target=None, y_target=None, *, callbacks=None):
@@ -82,7 +87,7 @@ class BIWAA(*_BASES):
     target = X_target if y_target is None else (X_target, y_target)
     result = api.adapt(source, target, model_dir=self.model_dir, callbacks=callbacks,
                        backbone=self.backbone, class_names=class_names,
-                       verbose=self.verbose, **self.options)
+                       verbose=self.verbose, **self._options)
     self.result_ = result
     self._set_fitted(result.model, list(result.class_names), result.verdict,
                      result.label_shift_check, string_classes is not None)
@@ -99,7 +104,7 @@ class BIWAA(*_BASES):
 
   def _check_fitted(self):
     if not hasattr(self, "model_"):
-      raise UserError("this BIWAA estimator is not fitted yet: call fit(X, y, X_target) "
+      raise NotFitted("this BIWAA estimator is not fitted yet: call fit(X, y, X_target) "
                       "or biwaa_tf.load(path) first")
 
   def predict_proba(self, X, batch_size=64):
@@ -111,7 +116,8 @@ class BIWAA(*_BASES):
   def predict(self, X, batch_size=64):
     """The label of each image: classes_[argmax] (the class index, or the string label
     fit() was given)."""
-    return self.classes_[np.argmax(self.predict_proba(X, batch_size), axis=1)]
+    probs = self.predict_proba(X, batch_size)
+    return self.classes_[np.argmax(probs, axis=1)]
 
   def score(self, X, y, sample_weight=None):
     """Accuracy on labelled images (integer, one-hot or string labels)."""

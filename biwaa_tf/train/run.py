@@ -92,6 +92,9 @@ def predict_probs(model, image_list, opts, batch_size):
       p = tf.nn.softmax(model(tf.reshape(x, [-1, *x.shape[2:]]), training=False))
       return tf.reduce_mean(tf.reshape(p, [b, 10, -1]), axis=1)
     return tf.nn.softmax(model(x, training=False))
+  # One trace per call by design (a new model each run); TensorFlow counts the traces
+  # by code across the process and would warn after five (see biwaa._traced_once_per_model).
+  infer._omit_frequent_tracing_warning = True
   parts = [infer(x).numpy() for x in pipeline.eval_dataset(image_list, opts, batch_size)]
   return np.concatenate(parts).astype(np.float32)
 
