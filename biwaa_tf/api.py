@@ -41,6 +41,12 @@ def array_spec(role, data):
   records an array domain: the shape, dtype and a BLAKE2b digest of the images and
   labels, so that a model_dir refuses other arrays of the same size."""
   images, labels = _images_and_labels(data)
+  if isinstance(images, (list, tuple)):
+    shapes = sorted({np.shape(i) for i in images})
+    if len(shapes) > 1:
+      raise UserError(f"{role}: the images have different sizes ({', '.join(map(str, shapes[:3]))}"
+                      f"{', ...' if len(shapes) > 3 else ''}); resize them to one size, or "
+                      "write them to a folder (folders take images of any size)")
   images = np.asarray(images)
   digest = hashlib.blake2b(digest_size=8)
   digest.update(np.ascontiguousarray(images).data)
@@ -212,9 +218,6 @@ def _adapt(source, target, target_eval, model_dir, callbacks, normalization, str
     backbone = name
   elif normalization is not None:
     raise UserError("normalization= applies to a Keras-model backbone only")
-  temporary = model_dir is None
-  if temporary:
-    model_dir = tempfile.mkdtemp(prefix="biwaa-adapt-")
   same_eval = target_eval is None or target_eval is target
   source, target = _materialize(source, "source"), _materialize(target, "target")
   target_eval = target if same_eval else _materialize(target_eval, "target_eval")
@@ -228,6 +231,9 @@ def _adapt(source, target, target_eval, model_dir, callbacks, normalization, str
     else:
       specs[role] = array_spec(role, data)
       arrays[specs[role]] = data
+  temporary = model_dir is None  # (made after the checks above: nothing to leave behind)
+  if temporary:
+    model_dir = tempfile.mkdtemp(prefix="biwaa-adapt-")
   try:
     cfg = config_lib.make_config(
         **specs, model_dir=os.fspath(model_dir), backbone=backbone,

@@ -106,7 +106,47 @@ def classifier_model(model, opts):
         keras.layers.TimeDistributed(keras.Sequential([logits_model, softmax]))(crops))
   else:
     probs = softmax(logits_model(crops))
-  return keras.Model(images, probs, name="biwaa_classifier")
+  return ImageClassifier(keras.Model(images, probs, name="classifier_of_batches"),
+                         name="biwaa_classifier")
+
+
+@keras.saving.register_keras_serializable(package="biwaa_tf")
+class ImageClassifier(keras.Model):
+  """classifier_model's Keras model: N x H x W (grey without its channel axis) or
+  N x H x W x C images -> class probabilities, through `model` (a Functional model of
+  N x H x W x C batches: Preprocess, the inference path, softmax). Its layers are
+  `model`'s: get_layer("preprocess"), get_layer("logits_model")."""
+
+  def __init__(self, model, **kwargs):
+    super().__init__(**kwargs)
+    self.model = model
+
+  def call(self, images):
+    images = tf.convert_to_tensor(images)
+    if images.shape.rank is None:  # (Keras' predict traces with an unknown shape)
+      images = tf.cond(tf.rank(images) == 3, lambda: images[..., None], lambda: images)
+    elif images.shape.rank == 3:
+      images = images[..., None]
+    images.set_shape([None, None, None, None])
+    return self.model(images)
+
+  def get_layer(self, name=None, index=None):
+    return self.model.get_layer(name, index)
+
+  @property
+  def output_shape(self):
+    return self.model.output_shape
+
+  def build(self, input_shape):
+    self.built = True
+
+  def get_config(self):
+    return {**super().get_config(), "model": keras.saving.serialize_keras_object(self.model)}
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    return cls(keras.saving.deserialize_keras_object(config.pop("model")), **config)
 
 
 def probability_model(model, image_size):

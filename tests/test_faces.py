@@ -5,6 +5,7 @@ the SavedModel, on uint8, [0, 1] float, N x H x W, N x H x W x 3 and tf.data inp
 import io
 import json
 import logging
+import os
 import subprocess
 import sys
 
@@ -50,17 +51,16 @@ def test_every_face_agrees_with_result_predict_on_every_input_kind(trained, tmp_
            "N x H x W x 3": rgb,
            "tf.data": tf.data.Dataset.from_tensor_slices(x[..., None]).batch(5)}
   faces = {"result.predict": result.predict}
-  # The Keras model itself (Keras casts its input to float: 0-255 and [0, 1] both read).
-  faces["result.model"] = lambda images: result.model.predict(
-      np.asarray(images)[..., None] if np.ndim(images) == 3 else images, verbose=0)
+  # The Keras model itself (0-255 and [0, 1] both read; N x H x W too).
+  faces["result.model"] = lambda images: result.model.predict(images, verbose=0)
   est = biwaa_tf.BIWAA()
   est._set_fitted(result.model, result.class_names, None, None)
   faces["estimator"] = est.predict_proba
   table = {}
   for face, fn in faces.items():
     for kind, images in kinds.items():
-      if face == "result.model" and kind == "tf.data":
-        images = x[..., None].astype(np.float32)  # (Keras' own predict takes its batches)
+      if face == "result.model" and kind == "tf.data":  # Keras' predict: batches of x
+        images = tf.data.Dataset.from_tensor_slices(x[..., None]).batch(5)
       got = fn(images)
       table[face, kind] = float(np.abs(got - reference).max())
   print(json.dumps({f"{f} / {k}": v for (f, k), v in table.items()}, indent=1))
@@ -74,8 +74,9 @@ def test_every_face_agrees_with_result_predict_on_every_input_kind(trained, tmp_
       f"m = keras.models.load_model({str(path)!r})\n"
       f"x = np.load({str(tmp_path / 'x.npy')!r})\n"
       "print(json.dumps([m.predict(x[..., None], verbose=0).tolist(),"
-      " m.predict((x * 255).round()[..., None], verbose=0).tolist()]))")
-  for probs in json.loads(out):
+      " m.predict((x * 255).round().astype('uint8'), verbose=0).tolist()]))")
+  for kind, probs in zip(("float [0, 1]", "uint8 N x H x W"), json.loads(out)):
+    print(f".keras in a fresh process / {kind}: {np.abs(np.array(probs) - reference).max()}")
     np.testing.assert_allclose(np.array(probs), reference, atol=1e-6)
   # The SavedModel's encoded-image endpoint decodes PNGs to the same pixels.
   loaded = tf.saved_model.load(str(result.model_dir / "export"))
@@ -85,6 +86,7 @@ def test_every_face_agrees_with_result_predict_on_every_input_kind(trained, tmp_
     Image.fromarray(image).save(buffer, format="PNG")
     pngs.append(buffer.getvalue())
   served = loaded.signatures["predict_bytes"](tf.constant(pngs))["probabilities"].numpy()
+  print(f"SavedModel predict_bytes / PNG: {np.abs(served - reference).max()}")
   np.testing.assert_allclose(served, reference, atol=1e-6)
 
 
@@ -216,3 +218,31 @@ def test_scikit_learn_estimator_checks_pass_or_fail_as_listed():
   assert {"check_estimator_cloneable", "check_estimator_repr", "check_estimators_unfitted",
           "check_no_attributes_set_in_init", "check_get_params_invariance",
           "check_set_params", "check_parameters_default_constructible"} <= passed
+
+
+def test_differently_sized_images_are_refused_in_one_line_leaving_nothing(tmp_path):
+  import tempfile
+  (xs, ys), (xt, _) = digits.load_arrays("digits_source"), digits.load_arrays("digits_target")
+  images = [xs[0], np.zeros((40, 36), np.uint8)] + list(xs[2:60])
+  before = set(os.listdir(tempfile.gettempdir()))
+  with pytest.raises(UserError, match=r"source: the images have different sizes "
+                                      r"\(\(32, 32\), \(40, 36\)\)"):
+    biwaa_tf.adapt((images, ys[:60]), xt[:30], **OPTIONS)
+  assert set(os.listdir(tempfile.gettempdir())) == before
+
+
+def test_cross_val_score_over_source_splits():
+  from sklearn.model_selection import cross_val_score
+  (xs, ys), (xt, _) = digits.load_arrays("digits_source"), digits.load_arrays("digits_target")
+  est = biwaa_tf.BIWAA(backbone="lenet", image_size=28, steps_per_run=2, runs=1,
+                       label_shift_check=False)
+  scores = cross_val_score(est, xs[:120], ys[:120], cv=2, params={"X_target": xt[:40]})
+  assert scores.shape == (2,) and np.all((0 <= scores) & (scores <= 1))
+
+
+def test_help_lists_the_main_options_and_a_misspelt_flag_gets_a_suggestion():
+  assert "steps_per_run=5004" in biwaa_tf.adapt.__doc__
+  res = subprocess.run([sys.executable, "-m", "biwaa_tf.main", "--steps_per_rn=3"], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+  assert res.returncode != 0 and "steps_per_run" in res.stderr, res.stderr[-500:]
+  assert len(res.stderr.strip().splitlines()) <= 2, res.stderr

@@ -1,0 +1,183 @@
+"""Label-free estimates for trusting a model on the target: its class prior and a
+model's accuracy there, with intervals. NumPy only; each function is a formula of the
+literature, tested against an independent computation (tests/test_trust.py).
+
+Inputs are class probabilities (N x K rows summing to 1) of a model on a labelled
+held-out source split (never trained on) and on the unlabelled target.
+
+  calibrate_bcts   bias-corrected temperature scaling (Alexandari et al., ICML 2020)
+  mlls_prior       the target prior by maximum likelihood, Saerens et al.'s EM
+  bbse_prior       black-box shift estimation (Lipton et al., ICML 2018)
+  bootstrap_prior  the prior estimate's percentile interval, resampling both sets
+  shift_test       is the target's prior other than the source's? (null: resampled
+                   held-out source at the target's size, through the same estimator)
+  prior_corrected  posteriors re-weighted to another prior
+  atc_accuracy     average thresholded confidence (Garg et al., ICLR 2022)
+"""
+
+import numpy as np
+
+_EPS = 1e-12
+
+
+def _log(p):
+  return np.log(np.clip(p, _EPS, None))
+
+
+def _softmax(z):
+  z = z - z.max(axis=1, keepdims=True)
+  e = np.exp(z)
+  return e / e.sum(axis=1, keepdims=True)
+
+
+def total_variation(p, q):
+  """TV(p, q) = 0.5 * sum |p_k - q_k|."""
+  return 0.5 * float(np.abs(np.asarray(p, np.float64) - np.asarray(q, np.float64)).sum())
+
+
+def apply_bcts(probs, temperature, bias):
+  """softmax(log p / T + b): the calibrated probabilities."""
+  return _softmax(_log(np.asarray(probs, np.float64)) / temperature + bias)
+
+
+def calibrate_bcts(probs, labels, iterations=500, ridge=1e-4):
+  """(T, b) minimising the held-out negative log-likelihood of softmax(log p / T + b).
+
+  Convex in (1/T, b); solved by gradient descent with backtracking. `ridge` keeps b of a
+  class absent from the split finite (b has a free constant: the ridge fixes its sum)."""
+  logits = _log(np.asarray(probs, np.float64))
+  labels = np.asarray(labels)
+  n, k = logits.shape
+  onehot = np.eye(k)[labels]
+
+  def loss_and_grad(a, b):
+    p = _softmax(a * logits + b)
+    nll = -np.mean(np.log(np.clip((p * onehot).sum(1), _EPS, None))) + ridge * (b @ b)
+    r = (p - onehot) / n
+    return nll, float((r * logits).sum()), r.sum(0) + 2 * ridge * b
+
+  a, b, step = 1.0, np.zeros(k), 1.0
+  loss, ga, gb = loss_and_grad(a, b)
+  for _ in range(iterations):
+    norm = ga * ga + gb @ gb
+    if norm < 1e-16:
+      break
+    while step > 1e-12:  # Armijo backtracking
+      a_new, b_new = a - step * ga, b - step * gb
+      new = loss_and_grad(a_new, b_new)
+      if new[0] <= loss - 0.5 * step * norm:
+        a, b, (loss, ga, gb) = a_new, b_new, new
+        step *= 2.0
+        break
+      step *= 0.5
+    else:
+      break
+  return 1.0 / a, b
+
+
+def mlls_prior(probs, source_prior, iterations=1000, tol=1e-10):
+  """The target prior q maximising sum_i log sum_k (q_k / pi_k) p(k | x_i), by EM:
+  q_k <- mean_i of the posterior re-weighted by q / pi (Saerens et al., 2002)."""
+  probs = np.asarray(probs, np.float64)
+  pi = np.asarray(source_prior, np.float64)
+  q = pi.copy()
+  for _ in range(iterations):
+    w = probs * (q / np.clip(pi, _EPS, None))
+    w /= np.clip(w.sum(1, keepdims=True), _EPS, None)
+    new = w.mean(0)
+    if np.abs(new - q).max() < tol:
+      return new
+    q = new
+  return q
+
+
+def confusion_joint(probs, labels, k):
+  """C[i, j] = P(prediction i, label j) on a labelled split (soft predictions)."""
+  c = np.zeros((k, k))
+  np.add.at(c.T, np.asarray(labels), np.asarray(probs, np.float64))
+  return c / len(labels)
+
+
+def bbse_prior(heldout_probs, heldout_labels, target_probs, source_prior):
+  """BBSE: solve C w = mu (C the held-out joint confusion, mu the target's mean
+  prediction) for the importance weights w = q / pi; q = w * pi, clipped at 0 and
+  normalised (least squares where C is singular: a class absent from the split)."""
+  pi = np.asarray(source_prior, np.float64)
+  c = confusion_joint(heldout_probs, heldout_labels, len(pi))
+  mu = np.asarray(target_probs, np.float64).mean(0)
+  w = np.linalg.lstsq(c, mu, rcond=None)[0]
+  q = np.clip(w * pi, 0, None)
+  return q / q.sum() if q.sum() > 0 else pi.copy()
+
+
+def bootstrap_prior(estimate, heldout_probs, heldout_labels, target_probs, rounds=200,
+                    seed=0, level=0.9):
+  """`estimate(heldout_probs, heldout_labels, target_probs)` -> prior, on `rounds`
+  resamples (with replacement) of both sets: (point estimate, lower, upper) per class,
+  the percentile interval at `level`."""
+  rng = np.random.default_rng(seed)
+  point = estimate(heldout_probs, heldout_labels, target_probs)
+  draws = []
+  for _ in range(rounds):
+    h = rng.integers(0, len(heldout_labels), len(heldout_labels))
+    t = rng.integers(0, len(target_probs), len(target_probs))
+    draws.append(estimate(heldout_probs[h], heldout_labels[h], target_probs[t]))
+  tail = 100 * (1 - level) / 2
+  lo, hi = np.percentile(np.array(draws), [tail, 100 - tail], axis=0)
+  return point, lo, hi
+
+
+def shift_test(estimate, heldout_probs, heldout_labels, target_probs, source_prior,
+               rounds=200, seed=0, alpha=0.05):
+  """Whether the target's prior differs from the source's, accounting for K classes, N
+  target images and the estimator's own noise: the estimated TV from the source prior
+  against its null distribution, the same estimate on held-out source images resampled
+  to the target's size (a target that has the source's prior). Returns (tv, null
+  quantile 1 - alpha, p-value)."""
+  rng = np.random.default_rng(seed)
+  tv = total_variation(estimate(heldout_probs, heldout_labels, target_probs), source_prior)
+  null = []
+  n = len(target_probs)
+  for _ in range(rounds):
+    h = rng.integers(0, len(heldout_labels), len(heldout_labels))
+    fake = rng.integers(0, len(heldout_labels), n)
+    null.append(total_variation(estimate(heldout_probs[h], heldout_labels[h],
+                                         heldout_probs[fake]), source_prior))
+  null = np.array(null)
+  return tv, float(np.quantile(null, 1 - alpha)), float((1 + (null >= tv).sum()) / (1 + rounds))
+
+
+def prior_corrected(probs, source_prior, target_prior):
+  """p(k | x) re-weighted by q_k / pi_k and normalised: the posterior under prior q."""
+  w = np.asarray(probs, np.float64) * (np.asarray(target_prior, np.float64)
+                                       / np.clip(np.asarray(source_prior, np.float64), _EPS,
+                                                 None))
+  return w / np.clip(w.sum(1, keepdims=True), _EPS, None)
+
+
+def confidence(probs):
+  """The ATC score of each row: its largest probability."""
+  return np.asarray(probs, np.float64).max(1)
+
+
+def atc_threshold(heldout_probs, heldout_labels):
+  """The confidence t at which the held-out split's share of scores below t equals its
+  error rate (ATC's threshold)."""
+  scores = np.sort(confidence(heldout_probs))
+  error = float(np.mean(np.argmax(heldout_probs, 1) != np.asarray(heldout_labels)))
+  index = int(round(error * len(scores)))
+  if index <= 0:
+    return float(scores[0]) - _EPS
+  if index >= len(scores):
+    return float(scores[-1]) + _EPS
+  return float(0.5 * (scores[index - 1] + scores[index]))
+
+
+def atc_accuracy(threshold, target_probs):
+  """ATC's accuracy estimate: the target's share of scores at or above the threshold."""
+  return float(np.mean(confidence(target_probs) >= threshold))
+
+
+def disagreement(probs_a, probs_b):
+  """Share of rows whose argmax differs: bounds |acc(a) - acc(b)| from above."""
+  return float(np.mean(np.argmax(probs_a, 1) != np.argmax(probs_b, 1)))

@@ -1,0 +1,116 @@
+"""biwaa_tf.trust against independent computations on data whose posteriors are known:
+three classes of 1-D Gaussians, the source prior PI, the target prior Q."""
+
+import numpy as np
+import pytest
+
+from biwaa_tf import trust
+
+MEANS = np.array([-2.0, 0.0, 2.0])
+PI = np.array([0.5, 0.3, 0.2])
+Q = np.array([0.1, 0.3, 0.6])
+
+
+def sample(prior, n, seed):
+  """(exact posteriors under PI, labels) of n draws with class prior `prior`."""
+  rng = np.random.default_rng(seed)
+  y = rng.choice(len(prior), n, p=prior)
+  x = rng.normal(MEANS[y], 1.0)
+  like = np.exp(-0.5 * (x[:, None] - MEANS[None]) ** 2)
+  post = PI * like
+  return post / post.sum(1, keepdims=True), y, x
+
+
+def test_mlls_equals_a_grid_search_of_the_likelihood():
+  two = np.array([0.7, 0.3])
+  rng = np.random.default_rng(0)
+  probs = rng.dirichlet([1.0, 1.0], 400)
+  grid = np.linspace(1e-4, 1 - 1e-4, 20001)
+  ll = [np.log(probs @ (np.array([g, 1 - g]) / two)).sum() for g in grid]
+  best = grid[int(np.argmax(ll))]
+  assert trust.mlls_prior(probs, two)[0] == pytest.approx(best, abs=1e-4)
+
+
+@pytest.mark.parametrize("estimator", ["mlls", "bbse"])
+def test_prior_estimates_recover_the_target_prior(estimator):
+  held_p, held_y, _ = sample(PI, 4000, 1)
+  target_p, _, _ = sample(Q, 20000, 2)
+  if estimator == "mlls":
+    q = trust.mlls_prior(target_p, PI)
+  else:
+    q = trust.bbse_prior(held_p, held_y, target_p, PI)
+  assert trust.total_variation(q, Q) < 0.03, q
+  # No shift: the estimate stays at the source prior.
+  same_p, _, _ = sample(PI, 20000, 3)
+  q0 = trust.mlls_prior(same_p, PI) if estimator == "mlls" else trust.bbse_prior(
+      held_p, held_y, same_p, PI)
+  assert trust.total_variation(q0, PI) < 0.03, q0
+
+
+def test_bcts_undoes_a_temperature_and_a_bias():
+  probs, y, _ = sample(PI, 20000, 4)
+  bias = np.array([0.5, 0.0, -0.5])
+  wrong = trust.apply_bcts(probs, 1 / 3, bias)  # over-confident and biased
+  t, b = trust.calibrate_bcts(wrong, y)
+  assert t == pytest.approx(3.0, rel=0.05)
+  np.testing.assert_allclose(b - b.mean(), -(bias - bias.mean()) / 3, atol=0.05)
+  fixed = trust.apply_bcts(wrong, t, b)
+  nll = lambda p: -np.mean(np.log(p[np.arange(len(y)), y]))  # noqa: E731
+  assert nll(fixed) < nll(wrong) - 0.05
+  assert nll(fixed) == pytest.approx(nll(probs), abs=5e-3)  # the exact posteriors' NLL
+
+
+def test_prior_correction_gives_the_target_posterior():
+  probs, _, x = sample(Q, 50, 5)
+  like = np.exp(-0.5 * (x[:, None] - MEANS[None]) ** 2)
+  direct = Q * like / (Q * like).sum(1, keepdims=True)
+  np.testing.assert_allclose(trust.prior_corrected(probs, PI, Q), direct, atol=1e-12)
+
+
+def test_bootstrap_interval_covers_the_true_prior_and_is_narrower_with_more_data():
+  held_p, held_y, _ = sample(PI, 1000, 6)
+  widths = []
+  for n, seed in ((300, 7), (3000, 8)):
+    target_p, _, _ = sample(Q, n, seed)
+    q, lo, hi = trust.bootstrap_prior(lambda h, hy, t: trust.mlls_prior(t, PI), held_p,
+                                      held_y, target_p, rounds=100)
+    assert np.all(lo <= Q) and np.all(Q <= hi), (lo, hi)
+    assert np.all(lo <= q) and np.all(q <= hi)
+    widths.append((hi - lo).max())
+  assert widths[1] < widths[0] / 2
+
+
+def test_shift_test_accounts_for_the_target_size():
+  held_p, held_y, _ = sample(PI, 1000, 9)
+  estimate = lambda h, hy, t: trust.mlls_prior(t, PI)  # noqa: E731
+  for n, seed in ((200, 10), (2000, 11)):
+    same, _, _ = sample(PI, n, seed)
+    tv, null_q, p = trust.shift_test(estimate, held_p, held_y, same, PI, rounds=100)
+    assert p > 0.05 and tv < null_q
+  shifted, _, _ = sample(np.array([0.35, 0.3, 0.35]), 2000, 12)  # TV 0.15 from PI
+  tv, null_q, p = trust.shift_test(estimate, held_p, held_y, shifted, PI, rounds=100)
+  assert p < 0.05 and tv > null_q
+
+
+def test_atc_estimates_accuracy_without_shift():
+  held_p, held_y, _ = sample(PI, 4000, 13)
+  t = trust.atc_threshold(held_p, held_y)
+  error = np.mean(held_p.argmax(1) != held_y)
+  # The held-out share below the threshold is its error rate, by construction.
+  assert np.mean(trust.confidence(held_p) < t) == pytest.approx(error, abs=1 / 4000)
+  fresh_p, fresh_y, _ = sample(PI, 20000, 14)
+  true = np.mean(fresh_p.argmax(1) == fresh_y)
+  assert trust.atc_accuracy(t, fresh_p) == pytest.approx(true, abs=0.02)
+
+
+def test_confusion_and_disagreement():
+  rng = np.random.default_rng(15)
+  probs, y = rng.dirichlet([1.0] * 3, 50), rng.integers(0, 3, 50)
+  c = trust.confusion_joint(probs, y, 3)
+  loop = np.zeros((3, 3))
+  for p, label in zip(probs, y):
+    loop[:, label] += p / 50
+  np.testing.assert_allclose(c, loop)
+  other = rng.dirichlet([1.0] * 3, 50)
+  gap = abs(np.mean(probs.argmax(1) == y) - np.mean(other.argmax(1) == y))
+  assert gap <= trust.disagreement(probs, other)
