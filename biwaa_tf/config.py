@@ -47,6 +47,7 @@ class TrainConfig:
   label_shift_check: bool = True    # a source-only probe run decides the path (label_shift.py)
   label_shift_threshold: float = 0.3  # TV of the probe's predicted prior that counts as shift
   label_shift_rare_share: float = 0.2  # rare-classes share that counts as shift (label_shift.py)
+  heldout_fraction: float = None    # None: 0.05 with the label-shift check, else 0
   target_subsample: str = "none"    # none | long_tail:R | reverse_tail:R | step:R | partial:N
   backbone: str = "resnet50"
   backbone_weights: str = None      # None: by backbone
@@ -164,6 +165,8 @@ def resolve(cfg):
   _require(cfg.cpu_replicas >= 0, "cpu_replicas", "must be >= 0")
   _require(0 <= cfg.label_shift_threshold <= 1, "label_shift_threshold", "must be in [0, 1]")
   _require(0 <= cfg.label_shift_rare_share <= 1, "label_shift_rare_share", "must be in [0, 1]")
+  _require(cfg.heldout_fraction is None or 0 <= cfg.heldout_fraction < 0.5, "heldout_fraction",
+           "must be in [0, 0.5)")
   parse_subsample(cfg.target_subsample)
   _require(not (cfg.prior_matching and cfg.balanced_target in ("pseudo", "oracle")),
            "balanced_target", f"{cfg.balanced_target} loads the target class-balanced, but "
@@ -192,6 +195,18 @@ def run_config(cfg, run):
   if run == 0 and cfg.first_run == "source_only":
     return source_only_config(cfg)
   return cfg
+
+
+def heldout_fraction(cfg):
+  """The share of each source class held out of training (labelled, for the label-free
+  estimates of biwaa_tf/trust.py): --heldout_fraction, by default 5% when the label-shift
+  check runs and none otherwise (the benchmarks train on all of the source)."""
+  if cfg.heldout_fraction is not None:
+    return cfg.heldout_fraction
+  return HELDOUT_FRACTION if probes_label_shift(cfg) else 0.0
+
+
+HELDOUT_FRACTION = 0.05
 
 
 def probes_label_shift(cfg):

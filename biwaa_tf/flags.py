@@ -100,6 +100,11 @@ def define_flags():
                                    "than this fraction of the share the source loads them in: "
                                    "absent or rare target classes (partial targets), which the "
                                    "total variation alone barely sees. 0 turns this test off.")
+  _float("heldout_fraction", "The share of each source class kept out of training, labelled, "
+                             "for calibration and the label-free estimates of the target's "
+                             "class proportions and of each model's target accuracy (saved "
+                             "as run_<r>/heldout_probs.npy). Default: 0.05 with the "
+                             "label-shift check, 0 without it (all of the source trains).")
   # Model.
   _string("backbone", "Backbone: resnet50 (torchvision's ResNet-50 v1.5, the authors' network), "
                       "resnet50_keras (Keras' ResNet-50 v1 with Caffe weights), lenet (digits) "

@@ -181,3 +181,50 @@ def atc_accuracy(threshold, target_probs):
 def disagreement(probs_a, probs_b):
   """Share of rows whose argmax differs: bounds |acc(a) - acc(b)| from above."""
   return float(np.mean(np.argmax(probs_a, 1) != np.argmax(probs_b, 1)))
+
+
+def calibrated(heldout_probs, heldout_labels, *others):
+  """BCTS fitted on the held-out split, applied to it and to each of `others`."""
+  t, b = calibrate_bcts(heldout_probs, heldout_labels)
+  return [apply_bcts(p, t, b) for p in (heldout_probs, *others)]
+
+
+def calibrated_mlls(heldout_probs, heldout_labels, target_probs, source_prior):
+  """The target prior by MLLS on BCTS-calibrated posteriors (Alexandari et al.)."""
+  _, target = calibrated(heldout_probs, heldout_labels, target_probs)
+  return mlls_prior(target, source_prior)
+
+
+def assess(heldout_labels, source_prior, candidates, rounds=100, seed=0):
+  """The label-free estimates of a training, for results.json.
+
+  candidates: [(name, held-out probabilities, target probabilities)], the source-only
+  model first. Returns {"prior": the target prior estimated from the source-only model
+  (calibrated MLLS, its bootstrap interval, BBSE's, the shift test), "candidates": each
+  model's ATC accuracy estimate (after calibration) and disagreement with source-only}."""
+  heldout_labels = np.asarray(heldout_labels)
+  pi = np.asarray(source_prior, np.float64)
+  _, held, target = candidates[0]
+  estimate = lambda h, y, t: calibrated_mlls(h, y, t, pi)  # noqa: E731
+  q, lo, hi = bootstrap_prior(estimate, held, heldout_labels, target, rounds, seed)
+  tv, null, p = shift_test(estimate, held, heldout_labels, target, pi, rounds, seed)
+  held_cal, target_cal = calibrated(held, heldout_labels, target)
+  out = {"heldout_images": int(len(heldout_labels)),
+         "prior": {"estimate": _rounded(q), "interval_90": [_rounded(lo), _rounded(hi)],
+                   "bbse": _rounded(bbse_prior(held_cal, heldout_labels, target_cal, pi)),
+                   "tv_from_source": round(tv, 4), "tv_null_95": round(null, 4),
+                   "shift_p_value": round(p, 4)},
+         "candidates": []}
+  for name, held_c, target_c in candidates:
+    held_cal, target_cal = calibrated(held_c, heldout_labels, target_c)
+    out["candidates"].append({
+        "name": name,
+        "atc_accuracy": round(atc_accuracy(atc_threshold(held_cal, heldout_labels),
+                                           target_cal), 4),
+        "heldout_accuracy": round(float(np.mean(np.argmax(held_c, 1) == heldout_labels)), 4),
+        "disagreement_with_source_only": round(disagreement(target_c, target), 4)})
+  return out
+
+
+def _rounded(v):
+  return [round(float(x), 4) for x in v]

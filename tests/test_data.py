@@ -82,6 +82,21 @@ def test_unlabelled_folder_of_images_any_nesting(tmp_path):
       "a.jpg", "b.png", os.path.join("day2", "c.png"), os.path.join("day2", "deeper", "d.png")]
 
 
+def test_heldout_split_is_stratified_disjoint_and_seeded():
+  labels = np.repeat([0, 1, 2, 3], [40, 20, 2, 1])
+  source = lists.ImageList("s", tuple(f"{i}.png" for i in range(len(labels))), labels,
+                           ("a", "b", "c", "d"))
+  train, held, alone = lists.split_heldout(source, 0.05, seed=3)
+  # round(5% of 40) = 2, of 20 = 1, of 2 -> at least 1; the one-image class trains
+  np.testing.assert_array_equal(np.bincount(held.labels, minlength=4), [2, 1, 1, 0])
+  assert alone == [3] and train.size + held.size == source.size
+  assert not set(train.paths) & set(held.paths)
+  assert list(held.paths) == sorted(held.paths, key=lambda p: int(p.split(".")[0]))
+  again = lists.split_heldout(source, 0.05, seed=3)[1]
+  other = lists.split_heldout(source, 0.05, seed=4)[1]
+  assert again.paths == held.paths and other.paths != held.paths
+
+
 def test_labelled_target_folders_matched_to_the_source_by_name():
   """A partial target (a subset of the source's class folders, in another order) gets
   the source's indices; a folder the source lacks is refused naming it."""

@@ -193,8 +193,10 @@ def results_and_probs(out, runs):
 
 
 @pytest.mark.parametrize("threshold, reference_flags", [
-    ("1", ["--nolabel_shift_check"]),                        # no shift found: the paper
-    ("0", ["--nolabel_shift_check", "--first_run=source_only"])])  # shift: from the probe
+    # (the check holds 5% of the source out of training: the references hold out the same)
+    ("1", ["--nolabel_shift_check", "--heldout_fraction=0.05"]),  # no shift found: the paper
+    ("0", ["--nolabel_shift_check", "--heldout_fraction=0.05",
+           "--first_run=source_only"])])  # shift: from the probe
 def test_check_trains_exactly_one_of_the_two_paths(tiny_domains, tmp_path, threshold,
                                                    reference_flags):
   root, src, tgt = tiny_domains
@@ -225,6 +227,16 @@ def test_check_trains_exactly_one_of_the_two_paths(tiny_domains, tmp_path, thres
   assert "verdict: adaptation" in res.stderr
   assert summary["source_only"]["accuracy"] == json.loads(
       (out / "source_only" / "run_result.json").read_text())["accuracy"]
+  # The held-out source split: one image of each class (8 each: round(0.4) -> at least 1),
+  # never trained on; every model's outputs on it saved, the label-free estimates read them.
+  assert "source " in res.stderr and ": 21 images;" in res.stderr
+  trust = summary["trust"]
+  assert trust["heldout_images"] == 3 and trust["heldout_fraction"] == 0.05
+  np.testing.assert_array_equal(np.load(out / "heldout_labels.npy"), [0, 1, 2])
+  for d in ("source_only", "run_0", "run_1"):
+    assert np.load(out / d / "heldout_probs.npy").shape == (3, 3)
+  assert sum(trust["prior"]["estimate"]) == pytest.approx(1, abs=1e-3)
+  assert [c["name"] for c in trust["candidates"]] == ["source_only", "run_0", "run_1"]
 
 
 def test_check_with_one_run_adapts_once_after_the_probe(tiny_domains, tmp_path):

@@ -114,3 +114,21 @@ def test_confusion_and_disagreement():
   other = rng.dirichlet([1.0] * 3, 50)
   gap = abs(np.mean(probs.argmax(1) == y) - np.mean(other.argmax(1) == y))
   assert gap <= trust.disagreement(probs, other)
+
+
+def test_assess_reads_the_prior_from_the_source_only_model_and_scores_every_candidate():
+  held_p, held_y, _ = sample(PI, 600, 16)
+  target_p, target_y, _ = sample(Q, 3000, 17)
+  flat = np.full_like(target_p, 1 / 3)  # a useless candidate: every row uniform
+  out = trust.assess(held_y, PI, [("source_only", held_p, target_p),
+                                  ("flat", np.full_like(held_p, 1 / 3), flat)], rounds=50)
+  prior = out["prior"]
+  assert trust.total_variation(prior["estimate"], Q) < 0.05
+  assert all(lo <= q <= hi for lo, q, hi in zip(*prior["interval_90"][:1],
+                                                 prior["estimate"], prior["interval_90"][1]))
+  assert prior["shift_p_value"] < 0.05 and prior["tv_from_source"] > prior["tv_null_95"]
+  source_only, flat_c = out["candidates"]
+  true = np.mean(target_p.argmax(1) == target_y)
+  # (ATC is exact only without shift; under this shift it stays within a few points)
+  assert source_only["atc_accuracy"] == pytest.approx(true, abs=0.06)
+  assert flat_c["disagreement_with_source_only"] > 0.3

@@ -392,6 +392,25 @@ def _ranges(values):
   return ", ".join(parts)
 
 
+def split_heldout(source, fraction, seed):
+  """(training part, held-out part) of a labelled source: round(fraction * n_c) images of
+  each class c (at least one where the class has two or more), drawn with `seed`; the
+  held-out part keeps the source's order. Also the classes left without a held-out image
+  (one image only)."""
+  rng = np.random.default_rng([int(seed), 20261206])
+  held = np.zeros(source.size, bool)
+  alone = []
+  for c in range(len(source.class_names)):
+    rows = np.flatnonzero(source.labels == c)
+    if len(rows) < 2:
+      alone.append(c)
+      continue
+    m = min(max(1, int(round(fraction * len(rows)))), len(rows) - 1)
+    held[rng.choice(rows, m, replace=False)] = True
+  return source.subset(~held), dataclasses.replace(source.subset(held),
+                                                   name=f"{source.name} (held out)"), alone
+
+
 def match_classes(source, target):
   """`target` with its labels in the source's class indices.
 
@@ -435,6 +454,7 @@ class Domains:
   target_eval: object
   class_names: tuple
   normalization: str
+  heldout: object = None  # labelled source images kept out of training (split_heldout)
 
   @property
   def num_classes(self):

@@ -18,6 +18,7 @@ import numpy as np
 from biwaa_tf import io_utils
 from biwaa_tf.config import (
   config_from_flags_text,
+  heldout_fraction,
   probes_label_shift,
   run_config,
   source_only_config,
@@ -34,6 +35,7 @@ RESULTS_FILE = "results.json"
 EXPORT_DIR = "export"
 PROBE_DIR = "source_only"             # the label-shift check's source-only probe run
 LABEL_SHIFT_FILE = "label_shift.json"  # its decision
+HELDOUT_LABELS = "heldout_labels.npy"  # the held-out source split's labels
 
 
 def target_balance_labels(cfg, domains, aggregate):
@@ -198,8 +200,37 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
         np.load(os.path.join(run_dirs[-1], run_lib.TARGET_PROBS)),
         shift=decision["shift"] if decision else True)
     log.info(label_shift.describe_verdict(summary["verdict"]))
+  if domains.heldout is not None and reference is not None:
+    summary["trust"] = _assess(cfg, domains, reference, run_dirs)
   io_utils.atomic_write_json(os.path.join(cfg.model_dir, RESULTS_FILE), summary)
   return summary
+
+
+def _assess(cfg, domains, reference, run_dirs):
+  """trust.assess on the saved outputs of the source-only model and of every run (the
+  labels of the held-out split saved beside them): results.json's "trust" block."""
+  from biwaa_tf import trust
+  labels = domains.heldout.labels
+  io_utils.atomic_save_npy(os.path.join(cfg.model_dir, HELDOUT_LABELS), labels)
+  names = ["source_only"] + [os.path.basename(d) for d in run_dirs]
+  dirs = [reference] + list(run_dirs)
+  candidates = [(name, np.load(os.path.join(d, run_lib.HELDOUT_PROBS)),
+                 np.load(os.path.join(d, run_lib.TARGET_PROBS))) for name, d in zip(names, dirs)
+                if os.path.exists(os.path.join(d, run_lib.HELDOUT_PROBS))]
+  if not candidates or candidates[0][0] != "source_only":
+    return None
+  prior = io_utils.read_json(os.path.join(reference, run_lib.RESULT_FILE))[
+      "source_class_distribution"]
+  out = trust.assess(labels, prior, candidates, seed=cfg.seed)
+  out["heldout_fraction"], out["heldout_seed"] = heldout_fraction(cfg), cfg.seed
+  p = out["prior"]
+  log.info("estimated target class proportions %s (90%% interval width up to %.3f): TV %.3f "
+           "from the source's, p = %.3f against no shift", p["estimate"],
+           max(h - lo for lo, h in zip(*p["interval_90"])), p["tv_from_source"],
+           p["shift_p_value"])
+  log.info("estimated target accuracy (ATC, not yet used to choose): %s", ", ".join(
+      f"{c['name']} {100 * c['atc_accuracy']:.1f}%" for c in out["candidates"]))
+  return out
 
 
 def _source_only_reference(cfg, decision):
@@ -253,7 +284,8 @@ def _check_label_shift(cfg, strategy, domains, callbacks):
 def shifted_config(cfg):
   """The runs' configuration on label shift: run 0 is the probe, and at least one run
   adapts after it."""
-  return dataclasses.replace(cfg, first_run="source_only", runs=max(cfg.runs, 2))
+  return dataclasses.replace(cfg, first_run="source_only", runs=max(cfg.runs, 2),
+                             heldout_fraction=heldout_fraction(cfg))  # the check's split
 
 
 def _link_tree(src, dst):

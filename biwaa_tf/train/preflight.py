@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 
 from biwaa_tf import io_utils
-from biwaa_tf.config import parse_subsample, resolved_flags_text
+from biwaa_tf.config import heldout_fraction, parse_subsample, resolved_flags_text
 from biwaa_tf.data import lists
 from biwaa_tf.errors import UserError
 from biwaa_tf.model.backbones import normalization as backbone_normalization
@@ -61,7 +61,15 @@ def prepare_data(cfg, check_images=True, load=None):
   if cfg.balanced_target == "oracle" and not target.labelled:
     raise UserError(f"--balanced_target=oracle needs labels in {target.name}")
   target, target_eval = subsample_target(cfg, target, target_eval)
-  return lists.Domains(source, target, target_eval, source.class_names, normalization)
+  heldout = None
+  fraction = heldout_fraction(cfg)
+  if fraction > 0:
+    source, heldout, alone = lists.split_heldout(source, fraction, cfg.seed)
+    if alone:
+      log.warning("held-out source split: class(es) %s have one source image, which trains; "
+                  "no held-out image represents them", alone)
+  return lists.Domains(source, target, target_eval, source.class_names, normalization,
+                       heldout)
 
 
 def _load_files(spec, cfg, num_classes):
@@ -208,6 +216,10 @@ def plan(cfg, domains=None):
   for role, ds in (("source", d.source), ("target", d.target), ("eval", d.target_eval)):
     labels = "labelled" if ds.labelled else "unlabelled"
     lines.append(f"{role:<9} {ds.name}: {ds.size} images, {labels}")
+  if d.heldout is not None:
+    lines.append(f"held out  {d.heldout.size} labelled source images "
+                 f"({100 * heldout_fraction(cfg):g}% of each class, seed {cfg.seed}), not trained "
+                 "on: calibration and label-free estimates")
   lines.append(f"classes   {d.num_classes}; images under --data_root={cfg.data_root or '.'}")
   lines.append(f"output    {cfg.model_dir}/ (flags.txt, run_0..run_{cfg.runs - 1}/, "
                f"export/, results.json)")

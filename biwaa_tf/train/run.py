@@ -24,6 +24,7 @@ RESULT_FILE = "run_result.json"
 CHECKPOINTS_KEPT = 2
 TARGET_PROBS = "target_probs.npy"
 EVAL_PROBS = "eval_probs.npy"
+HELDOUT_PROBS = "heldout_probs.npy"  # the held-out source split's (--heldout_fraction)
 
 
 class NonFiniteLoss(UserError):
@@ -290,6 +291,9 @@ def _evaluate_and_save(cfg, model, domains, run, run_dir, skipped, speed=None, e
   else:
     eval_probs = predict_probs(model, domains.target_eval, eval_opts, cfg.eval_batch_size)
     io_utils.atomic_save_npy(os.path.join(run_dir, EVAL_PROBS), eval_probs)
+  if domains.heldout is not None:  # the labelled held-out source split (biwaa_tf/trust.py)
+    io_utils.atomic_save_npy(os.path.join(run_dir, HELDOUT_PROBS), predict_probs(
+        model, domains.heldout, eval_opts, cfg.eval_batch_size))
   result = {"run": run, "steps": int(model.step.numpy()), "eval_images": int(len(eval_probs)),
             "skipped_images": {"source": skipped[0], "target": skipped[1]},
             **(speed or {"train_images_per_second": None, "median_step_seconds": None}),
