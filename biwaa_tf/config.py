@@ -218,23 +218,30 @@ def probes_label_shift(cfg):
           and not cfg.prior_matching and cfg.balanced_target in ("auto", "pseudo"))
 
 
-SUBSAMPLE_KINDS = ("long_tail", "reverse_tail", "step", "partial")  # data/lists.py
+SUBSAMPLE_KINDS = ("long_tail", "reverse_tail", "step", "partial", "dirichlet")  # data/lists.py
 
 
 def parse_subsample(spec):
-  """'none' -> None; 'long_tail:20' -> ('long_tail', 20.0); anything else refused."""
+  """'none' -> None; 'long_tail:20' -> ('long_tail', 20.0, False); 'long_tail:20:shuffled'
+  -> ('long_tail', 20.0, True) (the classes' order drawn from the seed); 'dirichlet:0.3'
+  -> ('dirichlet', 0.3, True); anything else refused."""
   if spec in (None, "none"):
     return None
-  kind, _, ratio = str(spec).partition(":")
+  kind, _, rest = str(spec).partition(":")
+  ratio, _, order = rest.partition(":")
   try:
     value = float(ratio)
   except ValueError:
     value = 0.0
-  _require(kind in SUBSAMPLE_KINDS and value >= 1
-           and (kind != "partial" or value == int(value)), "target_subsample",
+  ok = (kind in SUBSAMPLE_KINDS and order in ("", "shuffled")
+        and (value > 0 if kind == "dirichlet" else value >= 1)
+        and (kind != "partial" or value == int(value)))
+  _require(ok, "target_subsample",
            f"{spec!r}: use none, long_tail:R, reverse_tail:R or step:R with R >= 1 (largest "
-           "/ smallest class), or partial:N (N classes absent)")
-  return kind, value
+           "/ smallest class), partial:N (N classes absent), each optionally :shuffled (the "
+           "classes' order drawn from --seed), or dirichlet:A (class proportions drawn from "
+           "a Dirichlet(A) with --seed, A > 0)")
+  return kind, value, order == "shuffled" or kind == "dirichlet"
 
 
 def default_resize_size(image_size):

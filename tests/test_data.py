@@ -269,8 +269,27 @@ def test_step_and_partial_subsamples():
                              [1.0, 1.0, 0.25], atol=0.01)
 
 
+def test_shuffled_and_dirichlet_shifts_draw_the_class_order_from_the_seed():
+  from biwaa_tf import config
+  labels = np.repeat(np.arange(10), 2000)
+  plain = lists.label_shift_mask(labels, 10, "long_tail", 20.0, seed=5)
+  kind, ratio, shuffled = config.parse_subsample("long_tail:20:shuffled")
+  mixed = lists.label_shift_mask(labels, 10, kind, ratio, shuffled, seed=5)
+  count = lambda keep: np.bincount(labels[keep], minlength=10)  # noqa: E731
+  perm = np.random.default_rng([5, 2]).permutation(10)  # class c takes position perm[c]
+  expected = 2000 * 20.0 ** (-perm / 9)
+  np.testing.assert_allclose(count(mixed), expected, rtol=0.1, atol=15)
+  assert not np.array_equal(count(mixed), count(plain))
+  d = lists.label_shift_mask(labels, 10, *config.parse_subsample("dirichlet:0.3"), seed=5)
+  p = np.random.default_rng([5, 2]).dirichlet(np.full(10, 0.3))
+  np.testing.assert_allclose(count(d), 2000 * p / p.max(), rtol=0.1, atol=15)
+  again = lists.label_shift_mask(labels, 10, "dirichlet", 0.3, True, seed=5)
+  other = lists.label_shift_mask(labels, 10, "dirichlet", 0.3, True, seed=6)
+  assert np.array_equal(again, d) and not np.array_equal(count(other), count(d))
+
+
 @pytest.mark.parametrize("spec", ["long_tail", "long_tail:0.5", "tail:20", "long_tail:x",
-                                  "partial:1.5", "step:0"])
+                                  "partial:1.5", "step:0", "step:4:random", "dirichlet:0"])
 def test_bad_target_subsample_is_refused(spec):
   from biwaa_tf import config
   with pytest.raises(UserError, match="--target_subsample"):

@@ -129,15 +129,22 @@ def from_arrays(name, images, labels=None, num_classes=None, class_names=None):
   return ImageList(name, tuple(f"{name}[{i}]" for i in range(n)), labels, names, images)
 
 
-def label_shift_mask(labels, num_classes, kind, ratio, seed=0):
+def label_shift_mask(labels, num_classes, kind, ratio, shuffled=False, seed=0):
   """Which samples a label-shifted subsample keeps; each sample of class k is kept with
   probability p_k (one seeded uniform draw per sample):
     long_tail:R     p_k = R^(-k/(K-1))        (class 0 whole, class K-1 a 1/R share)
     reverse_tail:R  p_k = R^(-(K-1-k)/(K-1))  (the mirror image)
     step:R          p_k = 1 for k < K/2, 1/R for the other half (a step imbalance)
-    partial:N       p_k = 1, and 0 for the last N classes (absent: partial-set DA)"""
+    partial:N       p_k = 1, and 0 for the last N classes (absent: partial-set DA)
+    dirichlet:A     p_k = d_k / max(d), d ~ Dirichlet(A, ..., A) drawn from the seed
+  `shuffled`: class k takes the p of position perm[k], perm drawn from the seed (the
+  same uniform draws per sample either way)."""
   labels = np.asarray(labels)
-  k = np.arange(num_classes)
+  order_rng = np.random.default_rng([int(seed), 2])
+  if kind == "dirichlet":
+    d = order_rng.dirichlet(np.full(num_classes, float(ratio)))
+    return np.random.default_rng(seed).random(len(labels)) < (d / d.max())[labels]
+  k = order_rng.permutation(num_classes) if shuffled else np.arange(num_classes)
   if kind == "long_tail":
     keep_prob = ratio ** (-k / max(num_classes - 1, 1))
   elif kind == "reverse_tail":
