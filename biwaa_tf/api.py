@@ -62,13 +62,16 @@ class AdaptResult:
 
   model:        Keras model, raw images (N x H x W x 1 or 3: floats in [0, 1], or 0-255
                 values, uint8 or float; export.Preprocess) -> class probabilities: the
-                training's evaluation
-                preprocessing (layer "preprocess") and the last run's inference path
-                (layer "logits_model" when ten_crop is off: crops -> logits). Saves to
+                training's evaluation preprocessing (layer "preprocess") and the returned
+                model's inference path (layer "logits_model" when ten_crop is off: crops
+                -> logits). Saves to
                 .keras; keras.models.load_model reads it back after `import biwaa_tf`.
-  target_probs: N x K, the last run's (10-crop if ten_crop) target probabilities.
+  target_probs: N x K, the returned model's (10-crop if ten_crop) target probabilities.
   runs:         the per-run result dicts (accuracy, per_class_accuracy, histogram, ...).
-  final_accuracy, final_per_class_accuracy: the last run's, None without target labels.
+  final_accuracy, final_per_class_accuracy: the returned model's, None without target
+                labels. The returned model is the label-free choice among the source-only
+                probe and every run (returned, in results.json) when the label-shift check
+                ran with a held-out split, else the last run.
   model_dir:    where the training lives (None when it ran in a temporary directory).
   verdict:      did adaptation likely help (label_shift.verdict: "helped", "confidence",
                 "evidence"), against the label-shift check's source-only probe; None
@@ -348,16 +351,19 @@ def _train(cfg, domains, strategy, callbacks, kept_dir):
                     "one inter-op thread; under CPU load the bits may differ (call "
                     "tf.config.threading.set_inter_op_parallelism_threads(1) first)")
   summary = iterative.train(cfg, strategy, domains, callbacks=callbacks)
-  last = summary["runs"][-1]["run"]
-  run_dir = os.path.join(cfg.model_dir, f"run_{last}")
-  model = run_lib.restore_model(iterative.effective_config(cfg, cfg.model_dir), domains, last,
-                                run_dir)
+  # The model the training returns: the label-free choice (results.json "returned"), else
+  # the last run.
+  run_cfg, run, run_dir = iterative.returned_run(cfg, summary)
+  model = run_lib.restore_model(run_cfg, domains, run, run_dir)
   opts = run_lib.image_options(cfg, domains.normalization, cfg.ten_crop)
+  returned = summary.get("returned") or {"accuracy": summary["final_accuracy"],
+                                         "per_class_accuracy":
+                                             summary["final_per_class_accuracy"]}
   return AdaptResult(
       model=export.classifier_model(model, opts),
       target_probs=np.load(os.path.join(run_dir, run_lib.TARGET_PROBS)),
-      runs=summary["runs"], final_accuracy=summary["final_accuracy"],
-      final_per_class_accuracy=summary["final_per_class_accuracy"],
+      runs=summary["runs"], final_accuracy=returned["accuracy"],
+      final_per_class_accuracy=returned["per_class_accuracy"],
       class_names=tuple(domains.class_names), config=cfg, model_dir=kept_dir,
       image_options=opts, verdict=summary.get("verdict"),
       label_shift_check=summary.get("label_shift_check"),

@@ -226,5 +226,45 @@ def assess(heldout_labels, source_prior, candidates, rounds=100, seed=0):
   return out
 
 
+# The accuracy estimate's error on the suite's tuning part (docs/label_shift.md): an
+# adapted model is returned instead of source-only only when estimated better by more
+# than this, and the verdict's interval is the estimated gain +- this.
+ACCURACY_ERROR = 0.03
+
+
+def choose(candidates, error=ACCURACY_ERROR):
+  """(index, why) of the candidate to return, from assess()'s candidates (source-only
+  first): the one with the best accuracy estimate, but source-only unless an adapted one
+  is estimated better than it by more than `error`."""
+  so = candidates[0]["atc_accuracy"]
+  best = max(range(1, len(candidates)), key=lambda i: candidates[i]["atc_accuracy"],
+             default=None)
+  if best is None:
+    return 0, "the only model"
+  gain = candidates[best]["atc_accuracy"] - so
+  if gain > error:
+    return best, (f"estimated {100 * gain:+.1f} points over source-only, more than the "
+                  f"estimate's error ({100 * error:.0f})")
+  return 0, (f"no adapted model is estimated better than source-only by more than the "
+             f"estimate's error ({100 * error:.0f} points; the best: {100 * gain:+.1f})")
+
+
+def verdict(candidates, chosen, error=ACCURACY_ERROR):
+  """Did adaptation help? The best adapted model's estimated gain over source-only with
+  its interval (+- the estimate's error, and within +- their disagreement, which bounds
+  any accuracy difference): likely above 0, unlikely below 0, unsure across it."""
+  adapted = max(candidates[1:], key=lambda c: c["atc_accuracy"], default=None)
+  if adapted is None:
+    return None
+  gain = adapted["atc_accuracy"] - candidates[0]["atc_accuracy"]
+  bound = adapted["disagreement_with_source_only"]
+  lo, hi = max(gain - error, -bound), min(gain + error, bound)
+  helped = "likely" if lo > 0 else "unlikely" if hi < 0 else "unsure"
+  if bound == 0:
+    helped = "unchanged"
+  return {"helped": helped, "model": adapted["name"], "estimated_gain": round(gain, 4),
+          "interval": [round(lo, 4), round(hi, 4)], "returned": candidates[chosen]["name"]}
+
+
 def _rounded(v):
   return [round(float(x), 4) for x in v]

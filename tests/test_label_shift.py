@@ -236,7 +236,13 @@ def test_check_trains_exactly_one_of_the_two_paths(tiny_domains, tmp_path, thres
   for d in ("source_only", "run_0", "run_1"):
     assert np.load(out / d / "heldout_probs.npy").shape == (3, 3)
   assert sum(trust["prior"]["estimate"]) == pytest.approx(1, abs=1e-3)
-  assert [c["name"] for c in trust["candidates"]] == ["source_only", "run_0", "run_1"]
+  # (on the label-shift path run 0 is the probe: not a candidate of its own)
+  assert [c["name"] for c in trust["candidates"]] == (
+      ["source_only", "run_1"] if decision["shift"] else ["source_only", "run_0", "run_1"])
+  returned = summary["returned"]
+  assert returned["model"] in [c["name"] for c in trust["candidates"]]
+  assert f"returned model: {returned['model']}" in res.stderr
+  assert summary["verdict"]["returned"] == returned["model"]
 
 
 def test_check_with_one_run_adapts_once_after_the_probe(tiny_domains, tmp_path):

@@ -160,3 +160,41 @@ def test_label_shift_table_reads_the_default_and_judges_the_verdict(tmp_path):
   summary = subprocess.run(tool + ["--summary"], cwd=REPO, capture_output=True, text=True,
                            timeout=120).stdout
   assert "| lt | task | +25.00 |" in summary
+
+
+def _trust_cell(root, accuracies, seed):
+  """A finished default cell: held-out labels, and per candidate its saved outputs."""
+  rng = np.random.default_rng(seed)
+  os.makedirs(root)
+  labels = np.repeat(np.arange(3), 20)
+  np.save(os.path.join(root, "heldout_labels.npy"), labels)
+  for name, acc in accuracies.items():
+    d = os.path.join(root, name)
+    os.makedirs(d)
+    held = np.eye(3)[labels] * 0.8 + 0.1 + rng.uniform(0, 0.01, (60, 3))
+    np.save(os.path.join(d, "heldout_probs.npy"), held / held.sum(1, keepdims=True))
+    target = rng.dirichlet([1.0] * 3, 90)
+    np.save(os.path.join(d, "target_probs.npy"), target)
+    with open(os.path.join(d, "run_result.json"), "w") as f:
+      json.dump({"accuracy": acc, "source_class_distribution": [1 / 3] * 3}, f)
+  with open(os.path.join(root, "results.json"), "w") as f:
+    json.dump({"target_class_counts": [60, 20, 10],
+               "label_shift_check": {"path": "source_only_first"}}, f)
+
+
+def test_trust_table_rescores_saved_outputs(tmp_path):
+  _trust_cell(str(tmp_path / "a" / "seed0"), {"source_only": 0.70, "run_0": 0.70,
+                                               "run_1": 0.80}, 0)
+  _trust_cell(str(tmp_path / "a" / "seed1"), {"source_only": 0.60, "run_0": 0.60,
+                                               "run_1": 0.55}, 1)
+  tool = [sys.executable, "tools/trust_table.py", f"--suite={tmp_path}", "--margin=1"]
+  res = subprocess.run(tool, cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert res.returncode == 0, res.stderr[-1000:]
+  rows = [line for line in res.stdout.splitlines() if line.startswith("| a/")]
+  assert len(rows) == 2
+  # margin 1: source-only is always returned; the oracle's gains are +10 and 0
+  assert "| 70.00 | 80.00 | 80.00 (run_1) | 70.00 (source_only) | +0.00 |" in rows[0]
+  assert "rule - source-only worst +0.00, sum +0.00 against the oracle's +10.00 (0% kept)" \
+      in res.stdout
+  # the true prior: 60/20/10 of 90 against a uniform source: TV 1/3
+  assert rows[0].split("|")[2].strip() == "0.333"

@@ -177,10 +177,6 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
     run_dirs.append(run_dir)
   if not chief:
     return None
-  export_dir = os.path.join(cfg.model_dir, EXPORT_DIR)
-  if trained or not os.path.exists(export_dir):
-    run_lib.export_run(cfg, domains, cfg.runs - 1, run_dirs[-1], export_dir)
-    log.info("exported the last run's model to %s", export_dir)
   final = results[-1]
   summary = {"runs": results, "final_accuracy": final["accuracy"],
              "final_per_class_accuracy": final["per_class_accuracy"],
@@ -194,16 +190,53 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
   if reference is not None:
     probe = io_utils.read_json(os.path.join(reference, run_lib.RESULT_FILE))
     summary["source_only"] = {k: probe.get(k) for k in ("accuracy", "per_class_accuracy")}
-    summary["verdict"] = label_shift.verdict(
-        probe, final,
-        np.load(os.path.join(reference, run_lib.TARGET_PROBS)),
-        np.load(os.path.join(run_dirs[-1], run_lib.TARGET_PROBS)),
-        shift=decision["shift"] if decision else True)
-    log.info(label_shift.describe_verdict(summary["verdict"]))
-  if domains.heldout is not None and reference is not None:
-    summary["trust"] = _assess(cfg, domains, reference, run_dirs)
+    if domains.heldout is not None:  # the label-free estimates (biwaa_tf/trust.py)
+      summary["trust"] = _assess(cfg, domains, reference, run_dirs)
+    if not summary.get("trust"):  # without a held-out split: the scores' vote
+      summary["verdict"] = label_shift.verdict(
+          probe, final,
+          np.load(os.path.join(reference, run_lib.TARGET_PROBS)),
+          np.load(os.path.join(run_dirs[-1], run_lib.TARGET_PROBS)),
+          shift=decision["shift"] if decision else True)
+      log.info(label_shift.describe_verdict(summary["verdict"]))
+  if summary.get("trust"):
+    from biwaa_tf import trust
+    candidates = summary["trust"]["candidates"]
+    chosen, why = trust.choose(candidates)
+    summary["verdict"] = trust.verdict(candidates, chosen)
+    log.info("verdict: adaptation %s helped (the best adapted model, %s, estimated %+.1f "
+             "points over source-only, interval %+.1f..%+.1f)",
+             {"likely": "likely", "unlikely": "likely not", "unsure": "may have",
+              "unchanged": "changed nothing and so has not"}[summary["verdict"]["helped"]],
+             summary["verdict"]["model"], 100 * summary["verdict"]["estimated_gain"],
+             *(100 * v for v in summary["verdict"]["interval"]))
+    name = candidates[chosen]["name"]
+    source = (summary["source_only"] if name == "source_only" else
+              next(r for r in results if f"run_{r['run']}" == name))
+    summary["returned"] = {"model": name, "why": why, "accuracy": source.get("accuracy"),
+                           "per_class_accuracy": source.get("per_class_accuracy")}
+    log.info("returned model: %s (%s)", name, why)
+  export_dir = os.path.join(cfg.model_dir, EXPORT_DIR)
+  if trained or not os.path.exists(export_dir):
+    run_cfg, run, run_dir = returned_run(cfg, summary)
+    run_lib.export_run(run_cfg, domains, run, run_dir, export_dir)
+    log.info("exported the %s model to %s", (summary.get("returned") or {}).get(
+        "model", "last run's"), export_dir)
   io_utils.atomic_write_json(os.path.join(cfg.model_dir, RESULTS_FILE), summary)
   return summary
+
+
+def returned_run(cfg, summary):
+  """(configuration, run index, run directory) of the model a training returns: the one
+  results.json's "returned" names (the label-free choice), else the last run."""
+  name = (summary.get("returned") or {}).get("model")
+  probe = os.path.join(cfg.model_dir, PROBE_DIR)
+  if name == "source_only" and os.path.isdir(probe):  # the label-shift check's probe
+    return source_only_config(cfg), 0, probe
+  if name == "source_only":  # run 0 of --first_run=source_only
+    name = "run_0"
+  run = int(name.split("_")[1]) if name else summary["runs"][-1]["run"]
+  return effective_config(cfg, cfg.model_dir), run, os.path.join(cfg.model_dir, f"run_{run}")
 
 
 def _assess(cfg, domains, reference, run_dirs):
@@ -212,8 +245,11 @@ def _assess(cfg, domains, reference, run_dirs):
   from biwaa_tf import trust
   labels = domains.heldout.labels
   io_utils.atomic_save_npy(os.path.join(cfg.model_dir, HELDOUT_LABELS), labels)
-  names = ["source_only"] + [os.path.basename(d) for d in run_dirs]
-  dirs = [reference] + list(run_dirs)
+  # run 0 of --first_run=source_only (the label-shift path's copy of the probe, or the
+  # reference itself) is the source-only model, not a candidate of its own
+  runs = run_dirs[1:] if cfg.first_run == "source_only" else run_dirs
+  names = ["source_only"] + [os.path.basename(d) for d in runs]
+  dirs = [reference] + list(runs)
   candidates = [(name, np.load(os.path.join(d, run_lib.HELDOUT_PROBS)),
                  np.load(os.path.join(d, run_lib.TARGET_PROBS))) for name, d in zip(names, dirs)
                 if os.path.exists(os.path.join(d, run_lib.HELDOUT_PROBS))]
@@ -228,7 +264,7 @@ def _assess(cfg, domains, reference, run_dirs):
            "from the source's, p = %.3f against no shift", p["estimate"],
            max(h - lo for lo, h in zip(*p["interval_90"])), p["tv_from_source"],
            p["shift_p_value"])
-  log.info("estimated target accuracy (ATC, not yet used to choose): %s", ", ".join(
+  log.info("estimated target accuracy (ATC after calibration): %s", ", ".join(
       f"{c['name']} {100 * c['atc_accuracy']:.1f}%" for c in out["candidates"]))
   return out
 

@@ -1,0 +1,116 @@
+"""Re-scores a trust suite from its saved outputs, in seconds, without retraining.
+
+    python tools/trust_table.py --suite=runs/trust/tuning [--margin=0.02] [--estimator=atc]
+
+A cell is a no-flag default training (label-shift check on) whose model_dir holds
+heldout_labels.npy and, for the source-only probe and every run, heldout_probs.npy and
+target_probs.npy beside run_result.json (its true target accuracy: the suite's targets
+are labelled, and only the table reads the labels). For each cell: the prior
+estimate's error (TV from the true target class proportions), each candidate's
+estimated and true accuracy, and the model a rule returns against source-only, the
+last run (today's default) and the oracle (the best candidate by target labels).
+
+The rule: the candidate with the best estimate, but source-only unless an adapted one
+is estimated better by more than --margin.
+"""
+
+import glob
+import json
+import os
+import sys
+
+import numpy as np
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from biwaa_tf import trust  # noqa: E402
+
+flags.DEFINE_string("suite", None, "Root of the cells (searched for results.json).")
+flags.DEFINE_float("margin", 0.0, "An adapted model must be estimated better than "
+                   "source-only by more than this accuracy to be returned.")
+flags.DEFINE_enum("estimator", "atc", ["atc", "ac"], "Accuracy estimator: atc (average "
+                  "thresholded confidence) or ac (average confidence), both after BCTS.")
+FLAGS = flags.FLAGS
+
+
+def estimate_accuracy(kind, heldout_probs, heldout_labels, target_probs):
+  held, target = trust.calibrated(heldout_probs, heldout_labels, target_probs)
+  if kind == "ac":
+    return float(trust.confidence(target).mean())
+  return trust.atc_accuracy(trust.atc_threshold(held, heldout_labels), target)
+
+
+def cell_rows(model_dir, kind):
+  """The cell's candidates: (name, estimated accuracy, true accuracy), and its facts."""
+  summary = json.load(open(os.path.join(model_dir, "results.json")))
+  labels = np.load(os.path.join(model_dir, "heldout_labels.npy"))
+  dirs = [os.path.join(model_dir, "source_only")] + sorted(
+      glob.glob(os.path.join(model_dir, "run_*")), key=lambda d: int(d.rsplit("_", 1)[1]))
+  candidates = []
+  for d in dirs:
+    held = np.load(os.path.join(d, "heldout_probs.npy"))
+    target = np.load(os.path.join(d, "target_probs.npy"))
+    true = json.load(open(os.path.join(d, "run_result.json")))["accuracy"]
+    candidates.append((os.path.basename(d), estimate_accuracy(kind, held, labels, target),
+                       true, held, target))
+  counts = np.asarray(summary["target_class_counts"], np.float64)
+  source_prior = json.load(open(os.path.join(dirs[0], "run_result.json")))[
+      "source_class_distribution"]
+  _, held0, target0 = candidates[0][0], candidates[0][3], candidates[0][4]
+  q = trust.calibrated_mlls(held0, labels, target0, source_prior)
+  facts = {"true_tv": trust.total_variation(counts / counts.sum(), source_prior),
+           "prior_tv_error": trust.total_variation(q, counts / counts.sum()),
+           "path": (summary.get("label_shift_check") or {}).get("path", "?")}
+  return [(n, e, t) for n, e, t, _, _ in candidates], facts
+
+
+def choose(candidates, margin):
+  """The rule: best estimate; source-only unless an adapted one beats it by > margin."""
+  best = max(candidates[1:], key=lambda c: c[1], default=None)
+  if best is None or best[1] - candidates[0][1] <= margin:
+    return candidates[0]
+  return best
+
+
+def main(argv):
+  del argv
+  if not FLAGS.suite:
+    print("error: --suite is required", file=sys.stderr)
+    return 2
+  cells = sorted(os.path.dirname(p) for p in glob.glob(
+      os.path.join(FLAGS.suite, "**", "results.json"), recursive=True))
+  cells = [c for c in cells if os.path.exists(os.path.join(c, "heldout_labels.npy"))]
+  if not cells:
+    print(f"error: no finished cell with held-out outputs under {FLAGS.suite}",
+          file=sys.stderr)
+    return 2
+  print("| cell | true TV | prior TV error | source-only | last run (default) | oracle | "
+        "rule | rule - source-only | estimates (est/true) |")
+  print("|---|---|---|---|---|---|---|---|---|")
+  errors, worst, gains, oracle_gains, tv_errors = [], [], [], [], []
+  for cell in cells:
+    candidates, facts = cell_rows(cell, FLAGS.estimator)
+    so, last = candidates[0], candidates[-1]
+    oracle = max(candidates, key=lambda c: c[2])
+    chosen = choose(candidates, FLAGS.margin)
+    errors += [abs(e - t) for _, e, t in candidates]
+    worst.append(chosen[2] - so[2])
+    gains.append(chosen[2] - so[2])
+    oracle_gains.append(oracle[2] - so[2])
+    tv_errors.append(facts["prior_tv_error"])
+    name = os.path.relpath(cell, FLAGS.suite)
+    print(f"| {name} | {facts['true_tv']:.3f} | {facts['prior_tv_error']:.3f} | "
+          f"{100 * so[2]:.2f} | {100 * last[2]:.2f} | {100 * oracle[2]:.2f} ({oracle[0]}) | "
+          f"{100 * chosen[2]:.2f} ({chosen[0]}) | {100 * (chosen[2] - so[2]):+.2f} | "
+          + ", ".join(f"{n} {100 * e:.1f}/{100 * t:.1f}" for n, e, t in candidates) + " |")
+  kept = sum(gains) / sum(oracle_gains) if sum(oracle_gains) > 0 else float("nan")
+  print(f"\n{len(cells)} cells, --estimator={FLAGS.estimator} --margin={FLAGS.margin}: "
+        f"accuracy estimate MAE {100 * np.mean(errors):.2f} points (max "
+        f"{100 * np.max(errors):.2f}); prior TV error median {np.median(tv_errors):.3f}; "
+        f"rule - source-only worst {100 * min(worst):+.2f}, sum {100 * sum(gains):+.2f} "
+        f"against the oracle's {100 * sum(oracle_gains):+.2f} ({100 * kept:.0f}% kept)")
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(lambda argv: sys.exit(main(argv)))
