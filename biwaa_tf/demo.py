@@ -50,10 +50,14 @@ def run(argv=None):
   for method, accuracy, per_class in rows:
     print(f"{method:<12} {100 * accuracy:9.2f} {100 * per_class:10.2f}")
   print(f"BIWAA - source-only: {100 * (rows[1][1] - rows[0][1]):+.2f} points")
+  returned = biwaa.get("returned")
+  if returned and returned.get("accuracy") is not None:
+    print(f"returned model: {returned['model']}, {100 * returned['accuracy']:.2f} "
+          f"({returned['why']})")
   verdict = biwaa.get("verdict")
   if verdict:
-    print(f"verdict (no target labels used): adaptation helped {verdict['helped']}, "
-          f"confidence {verdict['confidence']}")
+    from biwaa_tf import trust
+    print(f"verdict (no target labels used): {trust.describe_verdict(verdict)}")
   return 0
 
 

@@ -266,5 +266,16 @@ def verdict(candidates, chosen, error=ACCURACY_ERROR):
           "interval": [round(lo, 4), round(hi, 4)], "returned": candidates[chosen]["name"]}
 
 
+def describe_verdict(v):
+  """One line for a verdict: this module's (the estimated gain and its interval), or the
+  scores' vote of trainings without a held-out split (label_shift.verdict)."""
+  if "estimated_gain" not in v:
+    return f"adaptation helped: {v['helped']} (confidence {v['confidence']})"
+  lo, hi = v["interval"]
+  return (f"adaptation helped: {v['helped']} ({v['model']} estimated "
+          f"{100 * v['estimated_gain']:+.1f} points over source-only, interval "
+          f"{100 * lo:+.1f}..{100 * hi:+.1f}; returned: {v['returned']})")
+
+
 def _rounded(v):
   return [round(float(x), 4) for x in v]

@@ -11,6 +11,7 @@ whose labels only report accuracy (the training never sees them).
 import argparse
 
 import biwaa_tf
+from biwaa_tf import trust
 from biwaa_tf.data import digits
 
 
@@ -33,9 +34,8 @@ def main():
     if check["shift"] and run["run"] == 0:
       continue  # run 0 is the probe itself
     print(f"BIWAA run {run['run']}   {100 * run['accuracy']:.2f} %")
-  v = result.verdict
-  print(f"verdict: helped {v['helped']} (confidence {v['confidence']}), "
-        f"{100 * v['evidence']['agreement_with_source_only']:.1f}% agreement with source-only")
+  print(f"returned      {100 * result.final_accuracy:.2f} %  (the label-free choice)")
+  print(f"verdict: {trust.describe_verdict(result.verdict)}")
   predicted = result.predict(x_target[:8]).argmax(axis=1)
   print(f"first 8 target images: predicted {predicted.tolist()}, true {y_target[:8].tolist()}")
 
