@@ -199,9 +199,17 @@ def assess(heldout_labels, source_prior, candidates, rounds=100, seed=0):
   """The label-free estimates of a training, for results.json.
 
   candidates: [(name, held-out probabilities, target probabilities)], the source-only
-  model first. Returns {"prior": the target prior estimated from the source-only model
-  (calibrated MLLS, its bootstrap interval, BBSE's, the shift test), "candidates": each
-  model's ATC accuracy estimate (after calibration) and disagreement with source-only}."""
+  model first. Returns {"prior": the target prior as the candidates' mean prediction
+  predicts it (with a bootstrap interval), and as the source-only model alone estimates
+  it (calibrated MLLS, its interval, BBSE's, the shift test), "candidates": each model's
+  estimated accuracy (its agreement with the candidates' mean prediction), its ATC
+  estimate (after calibration), and its disagreement with source-only}.
+
+  Why agreement: on the suite's tuning part (docs/label_shift.md) the source-only model's
+  calibration on held-out source does not carry over to the target (ATC's error: 13.7
+  points on average, up to 36.6; calibrated MLLS missed the prior by a median TV of
+  0.19), while agreement with the mean prediction erred by 8.0 points (4.5 on the gain
+  over source-only), and its histogram by a median TV of 0.06."""
   heldout_labels = np.asarray(heldout_labels)
   pi = np.asarray(source_prior, np.float64)
   _, held, target = candidates[0]
@@ -209,16 +217,26 @@ def assess(heldout_labels, source_prior, candidates, rounds=100, seed=0):
   q, lo, hi = bootstrap_prior(estimate, held, heldout_labels, target, rounds, seed)
   tv, null, p = shift_test(estimate, held, heldout_labels, target, pi, rounds, seed)
   held_cal, target_cal = calibrated(held, heldout_labels, target)
+  consensus = np.mean([c[2] for c in candidates], axis=0)
+  hist = lambda t: np.bincount(np.argmax(t, 1), minlength=len(pi)) / len(t)  # noqa: E731
+  c_q, c_lo, c_hi = bootstrap_prior(lambda h, y, t: hist(t), held, heldout_labels, consensus,
+                                    rounds, seed)
   out = {"heldout_images": int(len(heldout_labels)),
-         "prior": {"estimate": _rounded(q), "interval_90": [_rounded(lo), _rounded(hi)],
-                   "bbse": _rounded(bbse_prior(held_cal, heldout_labels, target_cal, pi)),
-                   "tv_from_source": round(tv, 4), "tv_null_95": round(null, 4),
-                   "shift_p_value": round(p, 4)},
+         "prior": {"estimate": _rounded(c_q), "interval_90": [_rounded(c_lo), _rounded(c_hi)],
+                   "tv_from_source": round(total_variation(c_q, pi), 4),
+                   "source_only_mlls": _rounded(q),
+                   "source_only_mlls_interval_90": [_rounded(lo), _rounded(hi)],
+                   "source_only_bbse": _rounded(bbse_prior(held_cal, heldout_labels,
+                                                           target_cal, pi)),
+                   "source_only_tv_from_source": round(tv, 4),
+                   "source_only_tv_null_95": round(null, 4),
+                   "source_only_shift_p_value": round(p, 4)},
          "candidates": []}
   for name, held_c, target_c in candidates:
     held_cal, target_cal = calibrated(held_c, heldout_labels, target_c)
     out["candidates"].append({
         "name": name,
+        "estimated_accuracy": round(1 - disagreement(target_c, consensus), 4),
         "atc_accuracy": round(atc_accuracy(atc_threshold(held_cal, heldout_labels),
                                            target_cal), 4),
         "heldout_accuracy": round(float(np.mean(np.argmax(held_c, 1) == heldout_labels)), 4),
@@ -226,22 +244,23 @@ def assess(heldout_labels, source_prior, candidates, rounds=100, seed=0):
   return out
 
 
-# The accuracy estimate's error on the suite's tuning part (docs/label_shift.md): an
-# adapted model is returned instead of source-only only when estimated better by more
+# The error of the estimated gain over source-only on the suite's tuning part (6 cells,
+# mean absolute error 4.46 points; docs/label_shift.md), frozen before its held-out part:
+# an adapted model is returned instead of source-only only when estimated better by more
 # than this, and the verdict's interval is the estimated gain +- this.
-ACCURACY_ERROR = 0.03
+ACCURACY_ERROR = 0.045
 
 
 def choose(candidates, error=ACCURACY_ERROR):
   """(index, why) of the candidate to return, from assess()'s candidates (source-only
   first): the one with the best accuracy estimate, but source-only unless an adapted one
   is estimated better than it by more than `error`."""
-  so = candidates[0]["atc_accuracy"]
-  best = max(range(1, len(candidates)), key=lambda i: candidates[i]["atc_accuracy"],
+  so = candidates[0]["estimated_accuracy"]
+  best = max(range(1, len(candidates)), key=lambda i: candidates[i]["estimated_accuracy"],
              default=None)
   if best is None:
     return 0, "the only model"
-  gain = candidates[best]["atc_accuracy"] - so
+  gain = candidates[best]["estimated_accuracy"] - so
   if gain > error:
     return best, (f"estimated {100 * gain:+.1f} points over source-only, more than the "
                   f"estimate's error ({100 * error:.0f})")
@@ -253,12 +272,13 @@ def verdict(candidates, chosen, error=ACCURACY_ERROR):
   """Did adaptation help? The best adapted model's estimated gain over source-only with
   its interval (+- the estimate's error, and within +- their disagreement, which bounds
   any accuracy difference): likely above 0, unlikely below 0, unsure across it."""
-  adapted = max(candidates[1:], key=lambda c: c["atc_accuracy"], default=None)
+  adapted = max(candidates[1:], key=lambda c: c["estimated_accuracy"], default=None)
   if adapted is None:
     return None
-  gain = adapted["atc_accuracy"] - candidates[0]["atc_accuracy"]
+  gain = adapted["estimated_accuracy"] - candidates[0]["estimated_accuracy"]
   bound = adapted["disagreement_with_source_only"]
-  lo, hi = max(gain - error, -bound), min(gain + error, bound)
+  lo = min(max(gain - error, -bound), bound)
+  hi = max(min(gain + error, bound), -bound)
   helped = "likely" if lo > 0 else "unlikely" if hi < 0 else "unsure"
   if bound == 0:
     helped = "unchanged"

@@ -116,19 +116,47 @@ def test_confusion_and_disagreement():
   assert gap <= trust.disagreement(probs, other)
 
 
-def test_assess_reads_the_prior_from_the_source_only_model_and_scores_every_candidate():
+def test_assess_estimates_from_the_candidates_and_the_source_only_model():
   held_p, held_y, _ = sample(PI, 600, 16)
   target_p, target_y, _ = sample(Q, 3000, 17)
   flat = np.full_like(target_p, 1 / 3)  # a useless candidate: every row uniform
   out = trust.assess(held_y, PI, [("source_only", held_p, target_p),
                                   ("flat", np.full_like(held_p, 1 / 3), flat)], rounds=50)
   prior = out["prior"]
-  assert trust.total_variation(prior["estimate"], Q) < 0.05
-  assert all(lo <= q <= hi for lo, q, hi in zip(*prior["interval_90"][:1],
-                                                 prior["estimate"], prior["interval_90"][1]))
-  assert prior["shift_p_value"] < 0.05 and prior["tv_from_source"] > prior["tv_null_95"]
+  # The mean prediction's argmax is source-only's (the flat rows add a constant).
+  direct = np.bincount(target_p.argmax(1), minlength=3) / 3000
+  np.testing.assert_allclose(prior["estimate"], direct, atol=1e-4)
+  assert all(lo <= q <= hi for lo, q, hi in zip(prior["interval_90"][0], prior["estimate"],
+                                                 prior["interval_90"][1]))
+  assert trust.total_variation(prior["source_only_mlls"], Q) < 0.05
+  assert prior["source_only_shift_p_value"] < 0.05
   source_only, flat_c = out["candidates"]
+  assert source_only["estimated_accuracy"] == 1.0
+  assert flat_c["estimated_accuracy"] == pytest.approx(direct[0], abs=1e-4)  # argmax: 0
   true = np.mean(target_p.argmax(1) == target_y)
-  # (ATC is exact only without shift; under this shift it stays within a few points)
   assert source_only["atc_accuracy"] == pytest.approx(true, abs=0.06)
-  assert flat_c["disagreement_with_source_only"] > 0.3
+  assert flat_c["disagreement_with_source_only"] == pytest.approx(1 - direct[0], abs=1e-4)
+
+
+def _c(name, acc, dis):
+  return {"name": name, "estimated_accuracy": acc, "disagreement_with_source_only": dis}
+
+
+def test_choose_returns_source_only_unless_an_adapted_model_beats_it_by_the_error():
+  so = _c("source_only", 0.80, 0.0)
+  assert trust.choose([so, _c("run_0", 0.82, 0.2), _c("run_1", 0.90, 0.2)], 0.03)[0] == 2
+  assert trust.choose([so, _c("run_0", 0.82, 0.2), _c("run_1", 0.83, 0.2)], 0.03)[0] == 0
+  assert trust.choose([so], 0.03) == (0, "the only model")
+
+
+@pytest.mark.parametrize("acc, dis, helped, interval", [
+    (0.90, 0.20, "likely", [0.07, 0.13]),
+    (0.81, 0.20, "unsure", [-0.02, 0.04]),
+    (0.70, 0.20, "unlikely", [-0.13, -0.07]),
+    (0.90, 0.05, "likely", [0.05, 0.05]),     # the disagreement bounds any gain
+    (0.80, 0.00, "unchanged", [0.0, 0.0])])
+def test_verdict_is_the_estimated_gain_and_its_interval(acc, dis, helped, interval):
+  v = trust.verdict([_c("source_only", 0.80, 0.0), _c("run_1", acc, dis)], 1, 0.03)
+  assert v["helped"] == helped and v["model"] == "run_1" and v["returned"] == "run_1"
+  np.testing.assert_allclose(v["interval"], interval, atol=1e-9)
+  assert v["estimated_gain"] == pytest.approx(acc - 0.80)

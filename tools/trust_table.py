@@ -28,14 +28,15 @@ from biwaa_tf import trust  # noqa: E402
 flags.DEFINE_string("suite", None, "Root of the cells (searched for results.json).")
 flags.DEFINE_float("margin", 0.0, "An adapted model must be estimated better than "
                    "source-only by more than this accuracy to be returned.")
-flags.DEFINE_enum("estimator", "atc", ["atc", "ac"], "Accuracy estimator: atc (average "
-                  "thresholded confidence) or ac (average confidence), both after BCTS.")
+flags.DEFINE_enum("estimator", "atc", ["atc", "ac", "agree"], "Accuracy estimator: atc "
+                  "(average thresholded confidence) or ac (average confidence), both after "
+                  "BCTS, or agree (agreement with the candidates' mean prediction).")
 FLAGS = flags.FLAGS
 
 
 def estimate_accuracy(kind, heldout_probs, heldout_labels, target_probs):
   held, target = trust.calibrated(heldout_probs, heldout_labels, target_probs)
-  if kind == "ac":
+  if kind in ("ac", "agree"):
     return float(trust.confidence(target).mean())
   return trust.atc_accuracy(trust.atc_threshold(held, heldout_labels), target)
 
@@ -44,8 +45,11 @@ def cell_rows(model_dir, kind):
   """The cell's candidates: (name, estimated accuracy, true accuracy), and its facts."""
   summary = json.load(open(os.path.join(model_dir, "results.json")))
   labels = np.load(os.path.join(model_dir, "heldout_labels.npy"))
-  dirs = [os.path.join(model_dir, "source_only")] + sorted(
-      glob.glob(os.path.join(model_dir, "run_*")), key=lambda d: int(d.rsplit("_", 1)[1]))
+  runs = sorted(glob.glob(os.path.join(model_dir, "run_*")),
+                key=lambda d: int(d.rsplit("_", 1)[1]))
+  if (summary.get("label_shift_check") or {}).get("shift"):
+    runs = runs[1:]  # run 0 of the label-shift path is the probe itself
+  dirs = [os.path.join(model_dir, "source_only")] + runs
   candidates = []
   for d in dirs:
     held = np.load(os.path.join(d, "heldout_probs.npy"))
@@ -58,9 +62,18 @@ def cell_rows(model_dir, kind):
       "source_class_distribution"]
   _, held0, target0 = candidates[0][0], candidates[0][3], candidates[0][4]
   q = trust.calibrated_mlls(held0, labels, target0, source_prior)
-  facts = {"true_tv": trust.total_variation(counts / counts.sum(), source_prior),
-           "prior_tv_error": trust.total_variation(q, counts / counts.sum()),
+  true_prior = counts / counts.sum()
+  consensus = np.mean([c[4] for c in candidates], axis=0)
+  hist = np.bincount(consensus.argmax(1), minlength=len(true_prior)) / len(consensus)
+  facts = {"true_tv": trust.total_variation(true_prior, source_prior),
+           "prior_tv_error": trust.total_variation(q, true_prior),
+           # (alternatives, for the comparison: the candidates' mean prediction's histogram)
+           "consensus_prior_tv_error": trust.total_variation(hist, true_prior),
            "path": (summary.get("label_shift_check") or {}).get("path", "?")}
+  if kind == "agree":
+    consensus = np.mean([c[4] for c in candidates], axis=0)
+    candidates = [(n, 1 - trust.disagreement(target, consensus), t, held, target)
+                  for n, _, t, held, target in candidates]
   return [(n, e, t) for n, e, t, _, _ in candidates], facts
 
 
@@ -87,17 +100,21 @@ def main(argv):
   print("| cell | true TV | prior TV error | source-only | last run (default) | oracle | "
         "rule | rule - source-only | estimates (est/true) |")
   print("|---|---|---|---|---|---|---|---|---|")
-  errors, worst, gains, oracle_gains, tv_errors = [], [], [], [], []
+  errors, worst, gains, oracle_gains, tv_errors, consensus_tv = [], [], [], [], [], []
+  gain_errors = []
   for cell in cells:
     candidates, facts = cell_rows(cell, FLAGS.estimator)
     so, last = candidates[0], candidates[-1]
     oracle = max(candidates, key=lambda c: c[2])
     chosen = choose(candidates, FLAGS.margin)
     errors += [abs(e - t) for _, e, t in candidates]
+    # the error of each adapted model's estimated gain over source-only
+    gain_errors += [abs((e - so[1]) - (t - so[2])) for _, e, t in candidates[1:]]
     worst.append(chosen[2] - so[2])
     gains.append(chosen[2] - so[2])
     oracle_gains.append(oracle[2] - so[2])
     tv_errors.append(facts["prior_tv_error"])
+    consensus_tv.append(facts["consensus_prior_tv_error"])
     name = os.path.relpath(cell, FLAGS.suite)
     print(f"| {name} | {facts['true_tv']:.3f} | {facts['prior_tv_error']:.3f} | "
           f"{100 * so[2]:.2f} | {100 * last[2]:.2f} | {100 * oracle[2]:.2f} ({oracle[0]}) | "
@@ -106,7 +123,10 @@ def main(argv):
   kept = sum(gains) / sum(oracle_gains) if sum(oracle_gains) > 0 else float("nan")
   print(f"\n{len(cells)} cells, --estimator={FLAGS.estimator} --margin={FLAGS.margin}: "
         f"accuracy estimate MAE {100 * np.mean(errors):.2f} points (max "
-        f"{100 * np.max(errors):.2f}); prior TV error median {np.median(tv_errors):.3f}; "
+        f"{100 * np.max(errors):.2f}), of the gain over source-only MAE "
+        f"{100 * np.mean(gain_errors):.2f} (max {100 * np.max(gain_errors):.2f}); "
+        f"prior TV error median {np.median(tv_errors):.3f} "
+        f"(the candidates' mean prediction's histogram: {np.median(consensus_tv):.3f}); "
         f"rule - source-only worst {100 * min(worst):+.2f}, sum {100 * sum(gains):+.2f} "
         f"against the oracle's {100 * sum(oracle_gains):+.2f} ({100 * kept:.0f}% kept)")
   return 0

@@ -261,11 +261,11 @@ def _assess(cfg, domains, reference, run_dirs):
   out["heldout_fraction"], out["heldout_seed"] = heldout_fraction(cfg), cfg.seed
   p = out["prior"]
   log.info("estimated target class proportions %s (90%% interval width up to %.3f): TV %.3f "
-           "from the source's, p = %.3f against no shift", p["estimate"],
-           max(h - lo for lo, h in zip(*p["interval_90"])), p["tv_from_source"],
-           p["shift_p_value"])
-  log.info("estimated target accuracy (ATC after calibration): %s", ", ".join(
-      f"{c['name']} {100 * c['atc_accuracy']:.1f}%" for c in out["candidates"]))
+           "from the source's", p["estimate"],
+           max(h - lo for lo, h in zip(*p["interval_90"])), p["tv_from_source"])
+  log.info("estimated target accuracy (agreement with the models' mean prediction): %s",
+           ", ".join(f"{c['name']} {100 * c['estimated_accuracy']:.1f}%"
+                     for c in out["candidates"]))
   return out
 
 
