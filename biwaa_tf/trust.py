@@ -263,9 +263,9 @@ def choose(candidates, error=ACCURACY_ERROR):
   gain = candidates[best]["estimated_accuracy"] - so
   if gain > error:
     return best, (f"estimated {100 * gain:+.1f} points over source-only, more than the "
-                  f"estimate's error ({100 * error:.0f})")
+                  f"estimate's error ({100 * error:.1f})")
   return 0, (f"no adapted model is estimated better than source-only by more than the "
-             f"estimate's error ({100 * error:.0f} points; the best: {100 * gain:+.1f})")
+             f"estimate's error ({100 * error:.1f} points; the best: {100 * gain:+.1f})")
 
 
 def verdict(candidates, chosen, error=ACCURACY_ERROR):

@@ -204,10 +204,11 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
     candidates = summary["trust"]["candidates"]
     chosen, why = trust.choose(candidates)
     summary["verdict"] = trust.verdict(candidates, chosen)
-    log.info("verdict: adaptation %s helped (the best adapted model, %s, estimated %+.1f "
+    log.info("verdict: adaptation %s (the best adapted model, %s, estimated %+.1f "
              "points over source-only, interval %+.1f..%+.1f)",
-             {"likely": "likely", "unlikely": "likely not", "unsure": "may have",
-              "unchanged": "changed nothing and so has not"}[summary["verdict"]["helped"]],
+             {"likely": "likely helped", "unlikely": "likely did not help",
+              "unsure": "may or may not have helped",
+              "unchanged": "changed nothing"}[summary["verdict"]["helped"]],
              summary["verdict"]["model"], 100 * summary["verdict"]["estimated_gain"],
              *(100 * v for v in summary["verdict"]["interval"]))
     name = candidates[chosen]["name"]
