@@ -246,3 +246,13 @@ def test_help_lists_the_main_options_and_a_misspelt_flag_gets_a_suggestion():
                        capture_output=True, text=True, timeout=120)
   assert res.returncode != 0 and "steps_per_run" in res.stderr, res.stderr[-500:]
   assert len(res.stderr.strip().splitlines()) <= 2, res.stderr
+
+
+def test_string_labels_follow_class_names_when_given():
+  from biwaa_tf import estimator
+  y = np.array(["dog", "cat", "dog"])
+  assert estimator._string_classes(y, None) == ["cat", "dog"]
+  assert estimator._string_classes(y, ["dog", "cat", "cow"]) == ["dog", "cat", "cow"]
+  np.testing.assert_array_equal(estimator._encode(y, ["dog", "cat", "cow"], "y"), [0, 1, 0])
+  with pytest.raises(UserError, match="y: label.s. dog not in class_names"):
+    estimator._string_classes(y, ["cat", "cow"])
