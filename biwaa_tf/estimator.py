@@ -12,9 +12,8 @@ adapt() takes is a constructor keyword (get_params / set_params see them, and re
 name that is not an option).
 
 With scikit-learn installed it is a scikit-learn classifier (BaseEstimator,
-ClassifierMixin): repr, clone, is_classifier, Pipeline. Its fit needs the target
-images, so cross_val_score and GridSearchCV fit it only through a wrapper that passes
-X_target.
+ClassifierMixin): repr, clone, is_classifier, Pipeline (fit params
+`<step>__X_target=`), cross_val_score over source splits (params={"X_target": ...}).
 """
 
 import json

@@ -216,7 +216,7 @@ def assess(heldout_labels, source_prior, candidates, rounds=100, seed=0):
   estimate = lambda h, y, t: calibrated_mlls(h, y, t, pi)  # noqa: E731
   q, lo, hi = bootstrap_prior(estimate, held, heldout_labels, target, rounds, seed)
   tv, null, p = shift_test(estimate, held, heldout_labels, target, pi, rounds, seed)
-  held_cal, target_cal = calibrated(held, heldout_labels, target)
+  cal = [calibrated(h, heldout_labels, t) for _, h, t in candidates]  # once each
   consensus = np.mean([c[2] for c in candidates], axis=0)
   hist = lambda t: np.bincount(np.argmax(t, 1), minlength=len(pi)) / len(t)  # noqa: E731
   c_q, c_lo, c_hi = bootstrap_prior(lambda h, y, t: hist(t), held, heldout_labels, consensus,
@@ -226,14 +226,13 @@ def assess(heldout_labels, source_prior, candidates, rounds=100, seed=0):
                    "tv_from_source": round(total_variation(c_q, pi), 4),
                    "source_only_mlls": _rounded(q),
                    "source_only_mlls_interval_90": [_rounded(lo), _rounded(hi)],
-                   "source_only_bbse": _rounded(bbse_prior(held_cal, heldout_labels,
-                                                           target_cal, pi)),
+                   "source_only_bbse": _rounded(bbse_prior(cal[0][0], heldout_labels,
+                                                           cal[0][1], pi)),
                    "source_only_tv_from_source": round(tv, 4),
                    "source_only_tv_null_95": round(null, 4),
                    "source_only_shift_p_value": round(p, 4)},
          "candidates": []}
-  for name, held_c, target_c in candidates:
-    held_cal, target_cal = calibrated(held_c, heldout_labels, target_c)
+  for (name, held_c, target_c), (held_cal, target_cal) in zip(candidates, cal):
     out["candidates"].append({
         "name": name,
         "estimated_accuracy": round(1 - disagreement(target_c, consensus), 4),

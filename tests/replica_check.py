@@ -27,6 +27,7 @@ import os
 import re
 import sys
 import threading
+from unittest import mock
 
 import biwaa_tf  # noqa: F401  (before TensorFlow: keeps its start-up lines quiet)
 
@@ -101,20 +102,12 @@ if INJECT == "loss_scale":  # gradients not divided by the replicas: twice the s
       self, [g if g is None else g * tf.distribute.get_replica_context().num_replicas_in_sync
              for g in grads])
 elif INJECT == "local_centroids":  # each replica's centroids from its own rows only
-  _gather = biwaa._gather_global
-  Probe.semantic_loss = lambda self, *a: _with(biwaa, "_gather_global", lambda *t: t,
-                                                BIWAAModel.semantic_loss, self, *a)
+  def _local_semantic_loss(self, *args):
+    with mock.patch.object(biwaa, "_gather_global", lambda *t: t):
+      return BIWAAModel.semantic_loss(self, *args)
+  Probe.semantic_loss = _local_semantic_loss
 elif INJECT:
   sys.exit(f"inject={INJECT}: choose loss_scale or local_centroids")
-
-
-def _with(module, name, value, fn, *args):
-  old = getattr(module, name)
-  setattr(module, name, value)
-  try:
-    return fn(*args)
-  finally:
-    setattr(module, name, old)
 
 
 def build(strategy, sync_bn=True):

@@ -204,13 +204,7 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
     candidates = summary["trust"]["candidates"]
     chosen, why = trust.choose(candidates)
     summary["verdict"] = trust.verdict(candidates, chosen)
-    log.info("verdict: adaptation %s (the best adapted model, %s, estimated %+.1f "
-             "points over source-only, interval %+.1f..%+.1f)",
-             {"likely": "likely helped", "unlikely": "likely did not help",
-              "unsure": "may or may not have helped",
-              "unchanged": "changed nothing"}[summary["verdict"]["helped"]],
-             summary["verdict"]["model"], 100 * summary["verdict"]["estimated_gain"],
-             *(100 * v for v in summary["verdict"]["interval"]))
+    log.info("verdict: %s", trust.describe_verdict(summary["verdict"]))
     name = candidates[chosen]["name"]
     source = (summary["source_only"] if name == "source_only" else
               next(r for r in results if f"run_{r['run']}" == name))
