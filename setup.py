@@ -24,7 +24,6 @@ setup(
         "absl-py>=2.1",
         "numpy>=1.26",
         "tensorboard>=2.20",
-        "matplotlib>=3.7",
     ],
     extras_require={
         # Exactly one of these (both provide the `tensorflow` package).
@@ -33,10 +32,12 @@ setup(
         "demo": ["scikit-learn>=1.4"],
         "hub": ["huggingface_hub>=0.23"],
         "digits": ["scipy>=1.10"],
+        # The confusion-matrix PNG (biwaa-tf evaluate), the heatmap and the tools' plots.
+        "plots": ["matplotlib>=3.7"],
         # nbclient, nbformat, ipykernel: the tests execute examples/quickstart.ipynb.
         "dev": ["scikit-learn>=1.4", "huggingface_hub>=0.23", "pytest>=8", "pytest-xdist>=3.5",
                 "ruff>=0.6", "pillow>=10", "scipy>=1.10", "nbclient>=0.10", "nbformat>=5.9",
-                "ipykernel>=6.29"],
+                "ipykernel>=6.29", "matplotlib>=3.7"],
     },
-    entry_points={"console_scripts": ["biwaa-tf=biwaa_tf.main:run"]},
+    entry_points={"console_scripts": ["biwaa-tf=biwaa_tf.cli:main"]},
 )

@@ -10,10 +10,8 @@ Options are the command line's flags, with its defaults (`python -m biwaa_tf.mai
 (train/iterative.py); this module only turns Python values into its inputs.
 """
 
-import contextlib
 import dataclasses
 import hashlib
-import logging
 import os
 import re
 import shutil
@@ -23,10 +21,9 @@ import tempfile
 import numpy as np
 
 from biwaa_tf import config as config_lib
+from biwaa_tf import model_dir_layout as layout
 from biwaa_tf.data import lists
 from biwaa_tf.errors import UserError
-
-log = logging.getLogger(__name__)
 
 ARRAY = lists.ARRAY
 
@@ -152,9 +149,10 @@ def adapt(source, target, target_eval=None, *, model_dir=None, callbacks=None,
 
   Labels: integers 0..K-1 or one-hot rows. A model_dir records the arrays it was trained
   on (shape, dtype, digest) and refuses others. The process is left as it was found
-  (dtype policy, random states, backbone registry, logging; _process_state_kept).
+  (dtype policy, random states, backbone registry, logging; launch.process_scope).
   """
-  with _process_state_kept():
+  from biwaa_tf import launch
+  with launch.process_scope(verbose):
     try:
       return _adapt(source, target, target_eval, model_dir, callbacks, normalization,
                     strategy, verbose, options, class_names)
@@ -207,13 +205,9 @@ def _materialize(data, role):
 
 def _adapt(source, target, target_eval, model_dir, callbacks, normalization, strategy,
            verbose, options, class_names=None):
-  from biwaa_tf import quiet
+  from biwaa_tf import launch
   from biwaa_tf.model import backbones
   from biwaa_tf.train import preflight
-  if verbose:
-    quiet.configure_logging()
-  else:  # TensorFlow's INFO lines ("Assets written to ...") stay off a quiet call
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)
   backbone = options.pop("backbone", config_lib.default("backbone"))
   if not isinstance(backbone, str):
     name = f"keras:{backbone.name}"
@@ -245,14 +239,10 @@ def _adapt(source, target, target_eval, model_dir, callbacks, normalization, str
     domains = preflight.prepare_data(cfg, load=_loader(cfg, arrays, class_names))
     if "image_size" not in options:
       _check_default_image_size(cfg, domains)
-    if not cfg.dry_run:
-      preflight.check_model_dir(cfg)  # a busy or foreign model_dir, before TensorFlow starts
-    strategy = strategy or _strategy(cfg)
+    outcome = launch.launch(cfg, domains, strategy, callbacks)
     if cfg.dry_run:
-      from biwaa_tf.train import iterative
-      iterative.check(cfg, strategy, domains)  # the devices, the backbone and its weights
-      return preflight.plan(cfg, domains)
-    return _train(cfg, domains, strategy, callbacks, None if temporary else model_dir)
+      return outcome  # the plan
+    return _result(cfg, domains, outcome, None if temporary else model_dir)
   finally:
     if temporary:
       shutil.rmtree(model_dir, ignore_errors=True)
@@ -269,88 +259,11 @@ def _check_default_image_size(cfg, domains):
                     f"{min(h, w)} (or the size the backbone wants)")
 
 
-def _strategy(cfg):
-  """The strategy cfg.distribution_strategy and cfg.cpu_replicas call for, as the command
-  line makes it; refused in one line when TensorFlow's devices are already set up."""
-  from biwaa_tf.train import distribute
-  try:
-    distribute.configure_cpu_replicas(cfg.cpu_replicas)
-  except RuntimeError:
-    import tensorflow as tf
-    if len(tf.config.list_logical_devices("CPU")) != cfg.cpu_replicas:
-      raise UserError(f"cpu_replicas={cfg.cpu_replicas}: TensorFlow's devices were set up "
-                      "before this call (split the CPU first: tf.config.set_logical_device_"
-                      "configuration, or use the command line)") from None
-  return distribute.make_strategy(cfg.distribution_strategy)
-
-
-@contextlib.contextmanager
-def _process_state_kept():
-  """adapt() leaves the process as it found it: Keras' global dtype policy, the global
-  random states (Python's, NumPy's, TensorFlow's seed), TensorFlow's op determinism, the
-  backbone registry and the logging set-up. (TensorFlow's inter-op threads, which
-  deterministic=True sets to 1 when it can, cannot be set back once TensorFlow runs.)"""
-  import logging as logging_lib
-  import random
-
-  import keras
-  import tensorflow as tf
-
-  from biwaa_tf.model import backbones
-  policy = keras.mixed_precision.global_policy()
-  python_state, numpy_state = random.getstate(), np.random.get_state()
-  try:  # TensorFlow has no public getters for its global seed and op determinism
-    from tensorflow.python.eager import context as tf_context
-    from tensorflow.python.framework import config as tf_config
-    tf_seed = getattr(tf_context.context(), "_seed", None)
-    determinism = tf_config.is_op_determinism_enabled()
-  except (ImportError, AttributeError):
-    tf_config, tf_seed, determinism = None, None, None
-  registry = dict(backbones.BACKBONES), dict(backbones.NORMALIZATION)
-  loggers = {name: logging_lib.getLogger(name or None)
-             for name in ("", "biwaa_tf", "tensorflow", "absl")}  # "": the root logger
-  logging_state = {name: (lg.level, list(lg.handlers), lg.propagate)
-                   for name, lg in loggers.items()}
-  # A handler on the root logger for the call: a module-level logging.info() inside
-  # TensorFlow or absl (a checkpoint save's) would otherwise run logging.basicConfig,
-  # and its StreamHandler would print every propagating record ("INFO:tensorflow:...").
-  # Python's own last resort (warnings and errors, message only) prints as without it.
-  if not loggers[""].handlers:
-    loggers[""].addHandler(logging_lib.lastResort)
-  try:
-    yield
-  finally:
-    keras.mixed_precision.set_global_policy(policy)
-    random.setstate(python_state)
-    np.random.set_state(numpy_state)
-    tf.random.set_seed(tf_seed)
-    if determinism is False and tf_config.is_op_determinism_enabled():
-      tf_config.disable_op_determinism()
-    for table, saved in zip((backbones.BACKBONES, backbones.NORMALIZATION), registry):
-      table.clear()
-      table.update(saved)
-    for name, (level, handlers, propagate) in logging_state.items():
-      loggers[name].setLevel(level)
-      loggers[name].handlers[:] = handlers
-      loggers[name].propagate = propagate
-
-
-def _train(cfg, domains, strategy, callbacks, kept_dir):
-  import tensorflow as tf
-
+def _result(cfg, domains, summary, kept_dir):
+  """The AdaptResult of a finished training (`summary`: results.json's)."""
   from biwaa_tf import export
   from biwaa_tf.train import iterative
   from biwaa_tf.train import run as run_lib
-  if cfg.deterministic:  # as the command line's --deterministic
-    tf.config.experimental.enable_op_determinism()
-    try:
-      tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:
-      if tf.config.threading.get_inter_op_parallelism_threads() != 1:
-        log.warning("deterministic=True: TensorFlow started before adapt() could give it "
-                    "one inter-op thread; under CPU load the bits may differ (call "
-                    "tf.config.threading.set_inter_op_parallelism_threads(1) first)")
-  summary = iterative.train(cfg, strategy, domains, callbacks=callbacks)
   # The model the training returns: the label-free choice (results.json "returned"), else
   # the last run.
   run_cfg, run, run_dir = iterative.returned_run(cfg, summary)
@@ -361,7 +274,7 @@ def _train(cfg, domains, strategy, callbacks, kept_dir):
                                              summary["final_per_class_accuracy"]}
   return AdaptResult(
       model=export.classifier_model(model, opts),
-      target_probs=np.load(os.path.join(run_dir, run_lib.TARGET_PROBS)),
+      target_probs=layout.load_probs(run_dir),
       runs=summary["runs"], final_accuracy=returned["accuracy"],
       final_per_class_accuracy=returned["per_class_accuracy"],
       class_names=tuple(domains.class_names), config=cfg, model_dir=kept_dir,

@@ -26,84 +26,264 @@ CHOICES = {
 }
 
 
+# --help prints the options in these groups, in this order.
+GROUPS = ("data", "model", "method", "label shift", "optimisation", "runs", "scale-out",
+          "output")
+
+
+def option(default, group, help_text, model=False):
+  """A TrainConfig field: its default, its --help group and text, and whether the model's
+  MethodConfig takes it as it is (model/biwaa.py; `model_options`)."""
+  assert group in GROUPS, group
+  return dataclasses.field(default=default,
+                           metadata={"group": group, "help": help_text, "model": model})
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """Every option of a training (None: derived from other options by `resolve`)."""
-  source: str = None
-  target: str = None
-  target_eval: str = None           # None: the target
-  data_root: str = ""
-  download: bool = False
-  skip_invalid_images: bool = False
-  resize_size: int = None           # None: 8/7 of image_size
-  image_size: int = 224
-  resize_method: str = "bicubic"
-  train_crop: str = None            # None: by backbone
-  random_flip: bool = True
-  ten_crop: bool = False
-  balanced_target: str = "auto"
-  prior_matching: bool = False      # label-shifted targets: source sampled by the target prior
-  first_run: str = "adapt"
-  label_shift_check: bool = True    # a source-only probe run decides the path (label_shift.py)
-  label_shift_threshold: float = 0.3  # TV of the probe's predicted prior that counts as shift
-  label_shift_rare_share: float = 0.2  # rare-classes share that counts as shift (label_shift.py)
-  heldout_fraction: float = None    # None: 0.05 with the label-shift check, else 0
-  target_subsample: str = "none"    # none | long_tail:R | reverse_tail:R | step:R | partial:N
-  backbone: str = "resnet50"
-  backbone_weights: str = None      # None: by backbone
-  num_classes: int = 0
-  batch_norm: str = "per_domain"
-  bottleneck_dim: int = 256
-  heads: str = "biwaa"              # whose bottleneck and discriminator (model/biwaa._heads)
-  method: str = "biwaa"
-  feature_weighting: bool = None    # None: by method
-  ms_loss: bool = None              # None: by method
-  weighting_factor: float = 10.0
-  weighting_offset: float = 0.0
-  loss_form: str = "implementation"
-  grl_ramp_steps: float = 20000.0
-  centroid_decay: float = 0.7
-  ms_warmup_steps: int = 0
-  within_run_aggregation: bool = True
-  within_run_momentum: float = 0.9
-  across_run_aggregation: bool = True
-  across_run_decay: float = 0.8
-  bootstrap_steps: int = 500
-  bootstrap_crop_sum: bool = True
-  batch_size: int = 36
-  balanced_source: bool = True
-  steps_per_run: int = 5004
-  runs: int = 1
-  lr: float = 1e-3
-  head_lr_multiplier: float = 10.0
-  momentum: float = 0.9
-  weight_decay: float = 1e-3
-  seed: int = 0
-  model_dir: str = None
-  checkpoint_every: int = 500
-  eval_batch_size: int = 64
-  log_every: int = 50
-  overwrite: bool = False
-  deterministic: bool = False
-  progress: bool = True
-  distribution_strategy: str = "auto"
-  cpu_replicas: int = 0
-  sync_batch_norm: bool = True
-  mixed_precision: str = "none"
-  jit_compile: bool = False
-  dry_run: bool = False
+  """Every option of a training, with its help (None: derived from other options by
+  `resolve`). The command-line flags (flags.py), `--help` and adapt()'s keywords are
+  derived from these fields; an option is defined here once."""
+  source: str = option(None, "data",
+      "Labelled source domain: a list file ('relative/path label' a line) or a "
+      "class-subfolder directory.")
+  target: str = option(None, "data",
+      "Unlabelled target domain for training (list file or directory; labels, if present, are "
+      "used only to report accuracy and for --balanced_target=oracle).")
+  target_eval: str = option(None, "data",
+      "Target evaluation set; defaults to --target.")
+  data_root: str = option("", "data",
+      "Directory the list files' paths are relative to.")
+  download: bool = option(False, "data",
+      "Fetch the files of builtin:mnist_*/svhn_* datasets into --data_root (checksummed, "
+      "resumable); without it a missing file is an error naming its URL.")
+  skip_invalid_images: bool = option(False, "data",
+      "Drop missing, empty, truncated or non-image files (and report how many) instead of "
+      "stopping.")
+  resize_size: int = option(None, "data",
+      "Images are resized to this square size before cropping (default: 8/7 of --image_size, "
+      "rounded: 256 for 224 as in the paper, 32 for 28).")
+  image_size: int = option(224, "data",
+      "Crop size fed to the backbone.")
+  resize_method: str = option("bicubic", "data",
+      "Resize filter: bicubic = PIL's default as the authors' torchvision pipeline "
+      "(antialiased, 8-bit values); bilinear = TensorFlow's bilinear without antialiasing.")
+  train_crop: str = option(None, "data",
+      "Training crop: resized = torchvision's RandomResizedCrop (area 8-100%, aspect ratio "
+      "3/4-4/3, resized to --image_size), as the authors; random = a plain random "
+      "--image_size crop of the resized image. Default: resized for the ResNets, random for "
+      "lenet (digits would not survive 8% crops).")
+  random_flip: bool = option(True, "data",
+      "Random horizontal flips in training.")
+  ten_crop: bool = option(False, "data",
+      "Evaluate with 10 crops (4 corners + centre, and their flips), softmax averaged, as the "
+      "paper does.")
+  balanced_target: str = option("auto", "runs",
+      "Target loader: auto = random in run 0 and balanced by the previous runs' predictions "
+      "after (BIWAA-I; always random with --prior_matching); none = always random; pseudo = "
+      "balanced by predictions when there are any; oracle = balanced by the true target "
+      "labels (the paper's upper bound; ablation only).")
+  prior_matching: bool = option(False, "label shift",
+      "For label-shifted targets (some classes far more frequent in the target than others): "
+      "from run 1 on, load the source in the class proportions of run 0's target predictions "
+      "and the target at random, instead of loading the target class-balanced by "
+      "pseudo-labels (the paper). Recommended with --first_run=source_only; "
+      "docs/label_shift.md measures it.")
+  first_run: str = option("adapt", "runs",
+      "adapt = run 0 adapts (the paper); source_only = run 0 trains on the source alone and "
+      "only seeds the later runs (their loaders and bootstrap); use with --runs >= 2.")
+  label_shift_check: bool = option(True, "label shift",
+      "Guard against label shift (the target's class proportions differing from the "
+      "source's), on by default for your data: a source-only probe run first, a labelled "
+      "share of the source held out (--heldout_fraction); if the probe's predicted target "
+      "class proportions are far from the source's, the adapted runs start from it (as "
+      "--first_run=source_only), else the paper's runs are trained unchanged. The training "
+      "returns the model (probe or run) with the best label-free accuracy estimate and ends "
+      "with a verdict (did adaptation likely help?). The benchmark flagfiles turn it off "
+      "(--nolabel_shift_check: the paper).")
+  label_shift_threshold: float = option(0.3, "label shift",
+      "The label-shift check finds a shift when the probe's predicted target class "
+      "proportions are more than this total-variation distance from the source's (0: always "
+      "take the label-shift path, 1: never, unless --label_shift_rare_share finds rare "
+      "classes).")
+  label_shift_rare_share: float = option(0.2, "label shift",
+      "The label-shift check also finds a shift when the probe predicts its least-predicted "
+      "30% of the classes for less than this fraction of the share the source loads them in: "
+      "absent or rare target classes (partial targets), which the total variation alone "
+      "barely sees. 0 turns this test off.")
+  heldout_fraction: float = option(None, "label shift",
+      "The share of each source class kept out of training, labelled, for calibration and the "
+      "label-free estimates of the target's class proportions and of each model's target "
+      "accuracy (saved as run_<r>/heldout_probs.npy). Default: 0.05 with the label-shift "
+      "check, 0 without it (all of the source trains).")
+  target_subsample: str = option("none", "label shift",
+      "Label-shift experiments on a labelled target: long_tail:R keeps a fraction "
+      "R^(-k/(K-1)) of class k's images (class 0 all, the last 1/R; drawn with --seed), "
+      "reverse_tail:R the mirror image, step:R keeps 1/R of the second half of the classes, "
+      "partial:N leaves the last N classes out (partial-set adaptation); each optionally "
+      ":shuffled (the classes' order drawn from --seed); dirichlet:A draws the class "
+      "proportions from a Dirichlet(A) with --seed. The target evaluation list too when it is "
+      "the same list. none: the target as given.")
+  backbone: str = option("resnet50", "model",
+      "Backbone: resnet50 (torchvision's ResNet-50 v1.5, the authors' network), "
+      "resnet50_keras (Keras' ResNet-50 v1 with Caffe weights), lenet (digits) lenet_bn "
+      "(lenet with batch norm on its features: the digits benchmark) or lenet_tllib (tllib's "
+      "digits LeNet: conv 20/50, dropout).")
+  backbone_weights: str = option(None, "model",
+      "imagenet (resnet50: torchvision's weights, fetched once through huggingface_hub; "
+      "resnet50_keras: Keras' download), none (random init), or a weights file (resnet50: "
+      "torchvision-format .safetensors, or .pth with PyTorch installed; others: a Keras "
+      "weights file). Default: imagenet for the ResNets, none for lenet.")
+  num_classes: int = option(0, "model",
+      "Number of classes; 0: one more than the source's largest label, and then every class "
+      "needs a source image (a label with gaps is refused as a likely typo).")
+  batch_norm: str = option("per_domain", "model",
+      "Training forward pass: per_domain = source and target in two passes, each batch norm "
+      "layer normalising (and updating its running statistics with) each domain's own "
+      "statistics, as the authors' implementation; joint = one pass over [source; target].")
+  bottleneck_dim: int = option(256, "model",
+      "Width of the bottleneck features f.", model=True)
+  heads: str = option("biwaa", "model",
+      "Bottleneck, classifier and discriminator: biwaa = the authors' (Linear bottleneck, "
+      "Xavier init, discriminator with dropout); tllib = tllib's (bottleneck Linear + batch "
+      "norm + ReLU, discriminator Linear-BN-ReLU x 2, PyTorch's init; its digits network with "
+      "--backbone=lenet_tllib --batch_norm=joint).", model=True)
+  method: str = option("biwaa", "method",
+      "biwaa: weighting + centroid loss; dann: plain adversarial; source_only: no adaptation.")
+  feature_weighting: bool = option(None, "method",
+      "Backprop-induced feature weighting (default: on for biwaa, off for dann). "
+      "--method=dann --feature_weighting gives DANN+BG.", model=True)
+  ms_loss: bool = option(None, "method",
+      "Moving-semantic centroid loss (default: on for biwaa, off for dann).", model=True)
+  weighting_factor: float = option(10.0, "method",
+      "lambda: scale of the L2-normalised feature weights.", model=True)
+  weighting_offset: float = option(0.0, "method",
+      "a: the discriminator sees f * (a + w) = a f + f * w, the unweighted features beside "
+      "the weighted ones (DANN's marginal alignment added to the class-conditional one); 0 = "
+      "the paper's f * w. The digits configs use 1 (docs/digits.md).", model=True)
+  loss_form: str = option("implementation", "method",
+      "implementation: L = CE + L_d + coeff (intra + st + tt) + ss with the ramp in the "
+      "reversal layer; paper: L = CE + s(i) L_d + s(i) L_MS.")
+  grl_ramp_steps: float = option(20000.0, "method",
+      "Length of the reversal coefficient ramp 2/(1+exp(-10 i/len)) - 1.", model=True)
+  centroid_decay: float = option(0.7, "method",
+      "Moving centroid memory: C <- d C + (1-d) mean.", model=True)
+  ms_warmup_steps: int = option(0, "method",
+      "The centroid loss starts at this step of each run (the memories move from step 0); 0 = "
+      "from the first step, as the authors. For networks trained from scratch, whose first "
+      "pseudo-labels are a random network's (the digits configs).", model=True)
+  within_run_aggregation: bool = option(True, "runs",
+      "Aggregate each target sample's probabilities over its visits within a run.", model=True)
+  within_run_momentum: float = option(0.9, "runs",
+      "Within-run aggregate: p_a <- m p + (1-m) p_a.", model=True)
+  across_run_aggregation: bool = option(True, "runs",
+      "Aggregate predictions of all earlier runs (else only the previous run's are used).")
+  across_run_decay: float = option(0.8, "runs",
+      "Weight of each older run relative to the next newer one in the across-run aggregate.")
+  bootstrap_steps: int = option(500, "runs",
+      "Bootstrap length j_t: in runs after the first, pseudo-labels mix in the earlier runs' "
+      "aggregate with weight 1-u(j); 0 disables.", model=True)
+  bootstrap_crop_sum: bool = option(True, "runs",
+      "With --ten_crop, the bootstrap mixes the earlier runs' predictions summed over the 10 "
+      "crops (rows sum to 10, so they outweigh the current run's softmax for longer), as the "
+      "authors' implementation; --nobootstrap_crop_sum: their mean (the paper's formula).")
+  batch_size: int = option(36, "optimisation",
+      "Images per domain per step.")
+  balanced_source: bool = option(True, "optimisation",
+      "Load the source class-balanced (as the authors' implementation); --nobalanced_source "
+      "samples it uniformly (shuffled epochs), as most other libraries do.")
+  steps_per_run: int = option(5004, "optimisation",
+      "Training steps per run.")
+  runs: int = option(1, "runs",
+      "Iterative runs (BIWAA-I uses 10), each from the same initial weights, seed + 100 x "
+      "run.")
+  lr: float = option(0.001, "optimisation",
+      "Base learning rate of the inv schedule lr(i) = lr (1 + 0.001 i)^-0.75.")
+  head_lr_multiplier: float = option(10.0, "optimisation",
+      "Learning-rate multiplier of the new layers (bottleneck, classifier, discriminator).")
+  momentum: float = option(0.9, "optimisation",
+      "SGD Nesterov momentum.")
+  weight_decay: float = option(0.001, "optimisation",
+      "Coupled L2 weight decay added to every gradient (the reference's 5e-4 x decay "
+      "multiplier 2).", model=True)
+  seed: int = option(0, "optimisation",
+      "Random seed; run r uses seed + 100 r.")
+  model_dir: str = option(None, "output",
+      "Output directory: flags, checkpoints, TensorBoard logs, predictions and results.json.")
+  checkpoint_every: int = option(500, "output",
+      "Save a checkpoint every this many steps.")
+  eval_batch_size: int = option(64, "output",
+      "Batch size for evaluation.")
+  log_every: int = option(50, "output",
+      "Write TensorBoard scalars every this many steps.")
+  overwrite: bool = option(False, "output",
+      "Replace a model_dir that holds a training with different flags.")
+  deterministic: bool = option(False, "optimisation",
+      "The same bits for the same command, also under CPU load and across kill and resume: "
+      "TensorFlow op determinism and one inter-op thread (independent ops of a step run one "
+      "after another; each op still uses all cores).")
+  progress: bool = option(True, "output",
+      "Show training progress: a live bar in a terminal; in a log file or pipe, a line (step, "
+      "losses, images/s, ETA) at every tenth of a run and at least once a minute.")
+  distribution_strategy: str = option("auto", "scale-out",
+      "auto: MirroredStrategy over all local GPUs (or --cpu_replicas logical CPUs) when there "
+      "are two or more, else one device; multi_worker_mirrored takes the cluster from "
+      "TF_CONFIG. --batch_size stays the global batch per domain.")
+  cpu_replicas: int = option(0, "scale-out",
+      "Split the CPU into this many logical devices (to run and test MirroredStrategy without "
+      "GPUs).")
+  sync_batch_norm: bool = option(True, "scale-out",
+      "With several replicas, compute the backbone's batch-normalisation statistics over the "
+      "global batch (an all-reduce per layer), as one device does; --nosync_batch_norm: each "
+      "replica normalises its own share.")
+  mixed_precision: str = option("none", "scale-out",
+      "Compute the backbone, bottleneck and discriminator in bfloat16 (GPUs from Ampere on, "
+      "TPUs, recent CPUs) or float16 (any CUDA GPU; with dynamic loss scaling). Variables, "
+      "the classifier, the weighting and the losses stay float32.")
+  jit_compile: bool = option(False, "scale-out",
+      "Compile the training step with XLA (a GPU option: slower for ResNet-50 on CPU).")
+  dry_run: bool = option(False, "output",
+      "Run every check of a real training (flags, lists, image files, model_dir, devices, "
+      "backbone and its weights), print the plan and exit without training or writing "
+      "anything.")
 
   @property
   def adversarial(self):
-    return self.method != "source_only"
+    return method_switches(self.method)["adversarial"]
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+REQUIRED = ("source", "target", "model_dir")
 
 
 def default(name):
   """The default of option `name` (the command line's flag default)."""
   return FIELDS[name].default
+
+
+def help_text(name):
+  return FIELDS[name].metadata["help"]
+
+
+def group(name):
+  return FIELDS[name].metadata["group"]
+
+
+def method_switches(method):
+  """What --method switches on by default: the adversarial branch, the feature weighting
+  and the centroid loss."""
+  return {"adversarial": method != "source_only", "feature_weighting": method == "biwaa",
+          "ms_loss": method == "biwaa"}
+
+
+def model_options(cfg):
+  """The options the model's MethodConfig takes (model/biwaa.py): the fields marked
+  model=True as they are, and four read off other options."""
+  values = {name: getattr(cfg, name) for name, f in FIELDS.items() if f.metadata["model"]}
+  values.update(adversarial=cfg.adversarial, paper_loss=cfg.loss_form == "paper",
+                per_domain_batch_norm=cfg.batch_norm == "per_domain",
+                loss_scaling=cfg.mixed_precision == "float16")
+  return values
 
 
 def _require(ok, name, message):
@@ -132,17 +312,16 @@ def check_names(names, known=()):
 
 def resolve(cfg):
   """Fills the derived defaults and checks every value; returns a new TrainConfig."""
-  for name in ("source", "target", "model_dir"):
+  for name in REQUIRED:
     _require(getattr(cfg, name), name, "is required")
   for name, choices in CHOICES.items():
     value = getattr(cfg, name)
     _require(value is None or value in choices, name,
              f"{value!r} is not one of {', '.join(choices)}")
-  default_on = cfg.method == "biwaa"
+  switches = method_switches(cfg.method)
   values = dataclasses.asdict(cfg)
-  values["feature_weighting"] = (default_on if cfg.feature_weighting is None
-                                 else cfg.feature_weighting)
-  values["ms_loss"] = default_on if cfg.ms_loss is None else cfg.ms_loss
+  for name in ("feature_weighting", "ms_loss"):
+    values[name] = switches[name] if values[name] is None else values[name]
   values["target_eval"] = cfg.target_eval or cfg.target
   values["resize_size"] = cfg.resize_size or default_resize_size(cfg.image_size)
   values["backbone_weights"] = cfg.backbone_weights or default_backbone_weights(cfg.backbone)

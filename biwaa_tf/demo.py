@@ -11,18 +11,26 @@ trained separately, into <model_dir>/source_only. Re-running resumes/reuses.
 import os
 import sys
 
+from biwaa_tf import flags as biwaa_flags
 from biwaa_tf import main as main_lib
-from biwaa_tf.io_utils import read_json
+from biwaa_tf import model_dir_layout as layout
+from biwaa_tf.errors import UserError
 
 DEFAULT_FLAGFILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "configs", "demo.flags")
 
 
-def _train(argv, method, model_dir):
-  main_lib.FLAGS.unparse_flags()
+def _train(method, model_dir):
+  """Trains the parsed flags' configuration with `method` into model_dir, through the
+  command line's launch path; (exit status, results.json's summary or None)."""
   print(f"== {method} -> {model_dir}", flush=True)
-  status = main_lib.run(argv + [f"--method={method}", f"--model_dir={model_dir}"])
-  return status, (None if status else read_json(os.path.join(model_dir, "results.json")))
+  try:
+    cfg = biwaa_flags.config_from_flags(main_lib.FLAGS, method=method, model_dir=model_dir)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return e.exit_status, None
+  status = main_lib.train(cfg)
+  return status, (None if status or cfg.dry_run else layout.read_results(model_dir))
 
 
 def run(argv=None):
@@ -33,12 +41,12 @@ def run(argv=None):
   if status is not None:
     return status
   root = main_lib.FLAGS.model_dir or "runs/demo"
-  status, biwaa = _train(argv, "biwaa", os.path.join(root, "biwaa"))
-  if status:
+  status, biwaa = _train("biwaa", os.path.join(root, "biwaa"))
+  if status or biwaa is None:
     return status
   baseline = biwaa.get("source_only")
   if baseline is None:  # no probe (--nolabel_shift_check): the baseline trained apart
-    status, res = _train(argv, "source_only", os.path.join(root, "source_only"))
+    status, res = _train("source_only", os.path.join(root, "source_only"))
     if status:
       return status
     baseline = {"accuracy": res["final_accuracy"],

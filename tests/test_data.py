@@ -322,9 +322,7 @@ def test_rejected_candidates_are_never_decoded(tmp_path):
 
 
 def test_make_list_round_trip(tmp_path):
-  import sys
-  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))
-  from make_list import make_list
+  from biwaa_tf.commands.make_list import make_list
   rng = np.random.default_rng(0)
   for k, name in enumerate(["cat", "dog"]):
     for i in range(2):

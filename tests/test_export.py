@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import REPO, run_main, tiny_flags
+from conftest import BIWAA_TF, REPO, run_main, tiny_flags
 
 # One worker runs this module under -n 2 (pyproject: --dist=loadgroup), so its
 # module-scoped training fixture runs once, not once per worker.
@@ -79,7 +79,7 @@ def test_export_has_no_discriminator(trained):
 def test_predict_and_evaluate_tools(trained, tiny_domains, tmp_path):
   root, _, tgt = tiny_domains
   _, out = trained
-  res = subprocess.run([sys.executable, "tools/predict.py", f"--saved_model={out / 'export'}",
+  res = subprocess.run([BIWAA_TF, "predict", f"--saved_model={out / 'export'}",
                         f"--images={os.path.join(root, 'tgt')}",
                         f"--output={tmp_path / 'p.csv'}"], capture_output=True, text=True,
                        cwd=REPO)
@@ -87,7 +87,7 @@ def test_predict_and_evaluate_tools(trained, tiny_domains, tmp_path):
   rows = list(csv.reader(open(tmp_path / "p.csv")))
   assert rows[0] == ["path", "class", "probability"] and len(rows) == 1 + 19
   assert all(r[1] in ("c0", "c1", "c2") and 0 < float(r[2]) <= 1 for r in rows[1:])
-  res = subprocess.run([sys.executable, "tools/evaluate.py", f"--saved_model={out / 'export'}",
+  res = subprocess.run([BIWAA_TF, "evaluate", f"--saved_model={out / 'export'}",
                         f"--list={tgt}", f"--data_root={root}",
                         f"--output_dir={tmp_path / 'ev'}"], capture_output=True, text=True,
                        cwd=REPO)

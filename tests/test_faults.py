@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import REPO, run_main, tiny_flags
+from conftest import BIWAA_TF, REPO, run_main, tiny_flags
 
 from biwaa_tf import io_utils
 from biwaa_tf.errors import StorageError, UserError
@@ -67,7 +67,7 @@ def test_a_busy_model_dir_is_refused_by_the_cli_overwrite_and_adapt(tiny_domains
                        f"on {socket.gethostname()}, started {lines[0].split('started ')[1]}"]
       assert doing in lines[0]
     assert (model_dir / "flags.txt").read_text() == "--runs=1\n"  # --overwrite deleted nothing
-    tool = subprocess.run([sys.executable, os.path.join("tools", "heatmap.py"),
+    tool = subprocess.run([BIWAA_TF, "heatmap",
                            f"--model_dir={model_dir}"], cwd=REPO, capture_output=True,
                           text=True, timeout=300)
     assert tool.returncode == 2
@@ -195,7 +195,7 @@ def test_restore_of_a_damaged_finished_run_names_the_file(tmp_path):
 # ----- repeated kills -----
 
 def test_repeated_kills_end_bit_identical(tiny_domains, tmp_path):
-  """tools/kill_resume.py: 3 SIGKILLs at seeded random moments of a 2-run training (the
+  """tools/dev/kill_resume.py: 3 SIGKILLs at seeded random moments of a 2-run training (the
   seed's plan: a checkpoint write, an evaluation, the export; each one reachable after
   the one before; a kill between runs: test_resume's 0:done); the resumed outputs equal
   the uninterrupted ones."""
@@ -203,7 +203,7 @@ def test_repeated_kills_end_bit_identical(tiny_domains, tmp_path):
   args = tiny_flags(root, src, tgt, "unused", "--runs=2", "--steps_per_run=6",
                     "--checkpoint_every=2")
   args = [a for a in args if not a.startswith(("--model_dir", "--noprogress"))]
-  res = subprocess.run([sys.executable, os.path.join("tools", "kill_resume.py"), "--kills=3",
+  res = subprocess.run([sys.executable, "-m", "tools.dev.kill_resume", "--kills=3",
                         "--seed=288", f"--work={tmp_path / 'kill'}", "--", *args], cwd=REPO,
                        capture_output=True, text=True, timeout=900)
   print(res.stdout)

@@ -10,11 +10,8 @@ import numpy as np
 import pytest
 from conftest import REPO, tiny_flags
 
-from biwaa_tf.variants import variant_flags
-
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import run_suite  # noqa: E402
-import summarize  # noqa: E402
+from tools.experiments import run_suite, summarize
+from tools.experiments.variants import variant_flags
 
 
 def write_result(root, task, variant, seed, accs, pcas=None):
@@ -149,7 +146,7 @@ def test_label_shift_table_reads_the_default_and_judges_the_verdict(tmp_path):
   write_cell(root, "biwaa_i_so", 0.875, [0.7, 0.3], 2.0, 0.25, [0] * 7 + [1] * 3)
   # The paper's BIWAA-I: worse scores and less accurate (the verdict's "unlikely").
   write_cell(root, "biwaa_i", 0.5, [0.5, 0.5], 0.5, 0.75, [0] * 5 + [1] * 5)
-  tool = [sys.executable, os.path.join("tools", "label_shift_table.py"), f"--suite={root}"]
+  tool = [sys.executable, "-m", "tools.experiments.label_shift_table", f"--suite={root}"]
   out = subprocess.run(tool, cwd=REPO, capture_output=True, text=True, timeout=120).stdout
   assert ("| lt | task | seed0 | 62.50 | 0.40 | 0.20 | shift | 50.00 | 87.50 | - | **87.50** "
           "| +25.00 | likely |") in out
@@ -187,7 +184,8 @@ def test_trust_table_rescores_saved_outputs(tmp_path):
                                                "run_1": 0.80}, 0)
   _trust_cell(str(tmp_path / "a" / "seed1"), {"source_only": 0.60, "run_0": 0.60,
                                                "run_1": 0.55}, 1)
-  tool = [sys.executable, "tools/trust_table.py", f"--suite={tmp_path}", "--margin=1"]
+  tool = [sys.executable, "-m", "tools.experiments.trust_table", f"--suite={tmp_path}",
+          "--margin=1"]
   res = subprocess.run(tool, cwd=REPO, capture_output=True, text=True, timeout=120)
   assert res.returncode == 0, res.stderr[-1000:]
   rows = [line for line in res.stdout.splitlines() if line.startswith("| a/")]

@@ -4,13 +4,12 @@ import json
 import os
 import re
 import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import REPO, run_main, tiny_flags
+from conftest import BIWAA_TF, REPO, run_main, tiny_flags
 
 from biwaa_tf.model import losses, schedules
 from biwaa_tf.model.biwaa import BIWAAModel, MethodConfig
@@ -223,7 +222,7 @@ def test_demo_flagfile_end_to_end(tmp_path):
   assert re.search(rf"source_only\s+{100 * src['accuracy']:.2f}\s", res.stdout), res.stdout
   # The heatmap tool (Fig. 1) on the demo model.
   png = tmp_path / "heat.png"
-  res = subprocess.run([sys.executable, "tools/heatmap.py",
+  res = subprocess.run([BIWAA_TF, "heatmap",
                         f"--model_dir={tmp_path / 'demo' / 'biwaa'}", "--count=3",
                         f"--output={png}"], cwd=REPO, env=dict(os.environ, **env),
                        capture_output=True, text=True)

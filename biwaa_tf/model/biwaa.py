@@ -5,31 +5,38 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from biwaa_tf import config as options
 from biwaa_tf.model import aggregation, layers, loss_scale, losses, schedules
 from biwaa_tf.model.grl import gradient_reversal
 
 
+def _option(name):
+  """The default of training option `name` (config.py defines each option once)."""
+  return dataclasses.field(default=options.default(name))
+
+
 @dataclasses.dataclass(frozen=True)
 class MethodConfig:
-  """What the step computes (derived from the flags, see flags.py)."""
+  """What the step computes: the options marked model=True in config.TrainConfig (same
+  names, same defaults) and four read off others (config.model_options)."""
   num_classes: int
   num_target: int
   adversarial: bool = True          # DANN branch (off for source_only)
   feature_weighting: bool = True    # backprop-induced weighting of f
   ms_loss: bool = True              # moving-semantic (centroid) loss
-  weighting_factor: float = 10.0    # lambda
-  weighting_offset: float = 0.0     # a: the discriminator sees f * (a + w)
+  weighting_factor: float = _option("weighting_factor")  # lambda
+  weighting_offset: float = _option("weighting_offset")  # a: the discriminator sees f * (a + w)
   paper_loss: bool = False          # eq. form: sigma(i) on L_d and on all of L_MS
-  grl_ramp_steps: float = schedules.GRL_RAMP_STEPS
+  grl_ramp_steps: float = _option("grl_ramp_steps")
   per_domain_batch_norm: bool = True  # two forward passes (False: one joint pass)
-  centroid_decay: float = 0.7
-  ms_warmup_steps: int = 0          # centroid loss off (memories still updated) before this step
-  within_run_aggregation: bool = True
-  within_run_momentum: float = 0.9
-  bootstrap_steps: int = 500
-  weight_decay: float = 1e-3        # coupled L2 (added to the gradient)
-  bottleneck_dim: int = 256
-  heads: str = "biwaa"              # biwaa: the authors' heads; tllib: tllib's (see _heads)
+  centroid_decay: float = _option("centroid_decay")
+  ms_warmup_steps: int = _option("ms_warmup_steps")  # centroid loss off before this step
+  within_run_aggregation: bool = _option("within_run_aggregation")
+  within_run_momentum: float = _option("within_run_momentum")
+  bootstrap_steps: int = _option("bootstrap_steps")
+  weight_decay: float = _option("weight_decay")  # coupled L2 (added to the gradient)
+  bottleneck_dim: int = _option("bottleneck_dim")
+  heads: str = _option("heads")     # biwaa: the authors' heads; tllib: tllib's (see _heads)
   loss_scaling: bool = False        # float16: dynamic loss scale (model/loss_scale.py)
   loss_scale_growth_steps: int = loss_scale.GROWTH_STEPS
 

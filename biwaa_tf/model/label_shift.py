@@ -3,7 +3,7 @@ sampling distribution that matches it (--prior_matching).
 
 --prior_matching loads the source in the proportions of the source-only run's
 predicted class histogram (`sampling_distribution` of its counts). `em_prior` is the
-textbook alternative, measured against it by tools/prior_estimates.py (on the digits
+textbook alternative, measured against it by tools/experiments/prior_estimates.py (on the digits
 LT tasks EM was further from the true prior: these networks are overconfident, and
 EM's reweighting amplifies their errors):
 

@@ -20,6 +20,7 @@ import shutil
 import tensorflow as tf
 
 from biwaa_tf import errors, io_utils
+from biwaa_tf import model_dir_layout as layout
 from biwaa_tf.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -192,7 +193,7 @@ def restore_weights(checkpoint, ckpt_dir):
   if reason is not None:
     run_dir = os.path.dirname(os.path.abspath(ckpt_dir))
     raise UserError(f"{latest}: the checkpoint cannot be read ({reason}); to rebuild it, "
-                    f"delete {os.path.join(run_dir, 'run_result.json')} and re-run the "
+                    f"delete {os.path.join(run_dir, layout.RUN_RESULT)} and re-run the "
                     "training command (it resumes from the newest readable checkpoint)")
   checkpoint.restore(latest).expect_partial()
   return latest

@@ -16,6 +16,7 @@ import shutil
 import numpy as np
 
 from biwaa_tf import io_utils
+from biwaa_tf import model_dir_layout as layout
 from biwaa_tf.config import (
   config_from_flags_text,
   heldout_fraction,
@@ -27,15 +28,10 @@ from biwaa_tf.errors import UserError
 from biwaa_tf.model import aggregation, label_shift
 from biwaa_tf.train import distribute, lock
 from biwaa_tf.train import run as run_lib
-from biwaa_tf.train.preflight import FLAGS_FILE, prepare_data, prepare_model_dir
+from biwaa_tf.train.preflight import prepare_data, prepare_model_dir
 
 log = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.json"
-EXPORT_DIR = "export"
-PROBE_DIR = "source_only"             # the label-shift check's source-only probe run
-LABEL_SHIFT_FILE = "label_shift.json"  # its decision
-HELDOUT_LABELS = "heldout_labels.npy"  # the held-out source split's labels
 
 
 def target_balance_labels(cfg, domains, aggregate):
@@ -59,7 +55,7 @@ def source_distribution(cfg, domains, run_dirs):
   histogram was the closest to the true prior (README, label shift)."""
   if not cfg.prior_matching or not run_dirs:
     return None
-  probs = np.load(os.path.join(run_dirs[0], run_lib.TARGET_PROBS))
+  probs = layout.load_probs(run_dirs[0])
   counts = np.bincount(np.argmax(probs, axis=1), minlength=domains.num_classes)
   return label_shift.sampling_distribution(counts)
 
@@ -68,7 +64,7 @@ def earlier_aggregate(cfg, run_dirs):
   """Across-run aggregate of the saved target predictions of the given runs."""
   if not run_dirs:
     return None
-  probs = [np.load(os.path.join(d, run_lib.TARGET_PROBS)) for d in run_dirs]
+  probs = [layout.load_probs(d) for d in run_dirs]
   if not cfg.across_run_aggregation:
     probs = probs[-1:]
   return aggregation.across_run_aggregate(probs, cfg.across_run_decay)
@@ -127,12 +123,13 @@ def train(cfg, strategy=None, domains=None, callbacks=None):
     return _train_runs(cfg, strategy, domains, chief, callbacks)
   existed = os.path.isdir(cfg.model_dir)
   with lock.ModelDirLock(cfg.model_dir):  # one training per model_dir, till it ends
-    fresh = not os.path.exists(os.path.join(cfg.model_dir, FLAGS_FILE))
+    fresh = not os.path.exists(layout.path(cfg.model_dir, layout.FLAGS))
     prepare_model_dir(cfg, domains)
     try:
       return _train_runs(cfg, strategy, domains, chief, callbacks)
     except UserError:
-      if fresh and not tf.train.latest_checkpoint(os.path.join(cfg.model_dir, "run_0", "ckpt")):
+      first = layout.checkpoint_dir(layout.run_dir(cfg.model_dir, 0))
+      if fresh and not tf.train.latest_checkpoint(first):
         shutil.rmtree(cfg.model_dir, ignore_errors=True)
         if existed:
           os.makedirs(cfg.model_dir, exist_ok=True)
@@ -152,8 +149,8 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
   elif probes_label_shift(cfg):
     cfg, decision, trained = _check_label_shift(cfg, strategy, domains, callbacks)
   for r in range(cfg.runs):
-    run_dir = os.path.join(cfg.model_dir, f"run_{r}")
-    done = os.path.join(run_dir, run_lib.RESULT_FILE)
+    run_dir = layout.run_dir(cfg.model_dir, r)
+    done = os.path.join(run_dir, layout.RUN_RESULT)
     if os.path.exists(done):
       result = io_utils.read_json(done)
       log.info("run %d: %s, accuracy %s", r, "the source-only probe" if decision and
@@ -188,15 +185,15 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
              "label_shift_check": decision}
   reference = _source_only_reference(cfg, decision)
   if reference is not None:
-    probe = io_utils.read_json(os.path.join(reference, run_lib.RESULT_FILE))
+    probe = layout.read_run_result(reference)
     summary["source_only"] = {k: probe.get(k) for k in ("accuracy", "per_class_accuracy")}
     if domains.heldout is not None:  # the label-free estimates (biwaa_tf/trust.py)
       summary["trust"] = _assess(cfg, domains, reference, run_dirs)
     if not summary.get("trust"):  # without a held-out split: the scores' vote
       summary["verdict"] = label_shift.verdict(
           probe, final,
-          np.load(os.path.join(reference, run_lib.TARGET_PROBS)),
-          np.load(os.path.join(run_dirs[-1], run_lib.TARGET_PROBS)),
+          layout.load_probs(reference),
+          layout.load_probs(run_dirs[-1]),
           shift=decision["shift"] if decision else True)
       log.info(label_shift.describe_verdict(summary["verdict"]))
   if summary.get("trust"):
@@ -207,17 +204,17 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
     log.info("verdict: %s", trust.describe_verdict(summary["verdict"]))
     name = candidates[chosen]["name"]
     source = (summary["source_only"] if name == "source_only" else
-              next(r for r in results if f"run_{r['run']}" == name))
+              next(r for r in results if layout.run_name(r["run"]) == name))
     summary["returned"] = {"model": name, "why": why, "accuracy": source.get("accuracy"),
                            "per_class_accuracy": source.get("per_class_accuracy")}
     log.info("returned model: %s (%s)", name, why)
-  export_dir = os.path.join(cfg.model_dir, EXPORT_DIR)
+  export_dir = layout.path(cfg.model_dir, layout.EXPORT)
   if trained or not os.path.exists(export_dir):
     run_cfg, run, run_dir = returned_run(cfg, summary)
     run_lib.export_run(run_cfg, domains, run, run_dir, export_dir)
     log.info("exported the %s model to %s", (summary.get("returned") or {}).get(
         "model", "last run's"), export_dir)
-  io_utils.atomic_write_json(os.path.join(cfg.model_dir, RESULTS_FILE), summary)
+  io_utils.atomic_write_json(layout.path(cfg.model_dir, layout.RESULTS), summary)
   return summary
 
 
@@ -225,13 +222,13 @@ def returned_run(cfg, summary):
   """(configuration, run index, run directory) of the model a training returns: the one
   results.json's "returned" names (the label-free choice), else the last run."""
   name = (summary.get("returned") or {}).get("model")
-  probe = os.path.join(cfg.model_dir, PROBE_DIR)
+  probe = layout.probe_dir(cfg.model_dir)
   if name == "source_only" and os.path.isdir(probe):  # the label-shift check's probe
     return source_only_config(cfg), 0, probe
   if name == "source_only":  # run 0 of --first_run=source_only
-    name = "run_0"
-  run = int(name.split("_")[1]) if name else summary["runs"][-1]["run"]
-  return effective_config(cfg, cfg.model_dir), run, os.path.join(cfg.model_dir, f"run_{run}")
+    name = layout.run_name(0)
+  run = layout.run_index(name) if name else summary["runs"][-1]["run"]
+  return effective_config(cfg, cfg.model_dir), run, layout.run_dir(cfg.model_dir, run)
 
 
 def _assess(cfg, domains, reference, run_dirs):
@@ -239,19 +236,17 @@ def _assess(cfg, domains, reference, run_dirs):
   labels of the held-out split saved beside them): results.json's "trust" block."""
   from biwaa_tf import trust
   labels = domains.heldout.labels
-  io_utils.atomic_save_npy(os.path.join(cfg.model_dir, HELDOUT_LABELS), labels)
+  io_utils.atomic_save_npy(layout.path(cfg.model_dir, layout.HELDOUT_LABELS), labels)
   # run 0 of --first_run=source_only (the label-shift path's copy of the probe, or the
   # reference itself) is the source-only model, not a candidate of its own
   runs = run_dirs[1:] if cfg.first_run == "source_only" else run_dirs
   names = ["source_only"] + [os.path.basename(d) for d in runs]
   dirs = [reference] + list(runs)
-  candidates = [(name, np.load(os.path.join(d, run_lib.HELDOUT_PROBS)),
-                 np.load(os.path.join(d, run_lib.TARGET_PROBS))) for name, d in zip(names, dirs)
-                if os.path.exists(os.path.join(d, run_lib.HELDOUT_PROBS))]
+  candidates = [(name, layout.load_probs(d, layout.HELDOUT_PROBS), layout.load_probs(d))
+                for name, d in zip(names, dirs) if layout.has_probs(d, layout.HELDOUT_PROBS)]
   if not candidates or candidates[0][0] != "source_only":
     return None
-  prior = io_utils.read_json(os.path.join(reference, run_lib.RESULT_FILE))[
-      "source_class_distribution"]
+  prior = layout.read_run_result(reference)["source_class_distribution"]
   out = trust.assess(labels, prior, candidates, seed=cfg.seed)
   out["heldout_fraction"], out["heldout_seed"] = heldout_fraction(cfg), cfg.seed
   p = out["prior"]
@@ -268,9 +263,9 @@ def _source_only_reference(cfg, decision):
   """The run the verdict compares the final model with: the check's probe, or run 0 of
   --first_run=source_only; None without one (--nolabel_shift_check: the paper)."""
   if decision is not None:
-    return os.path.join(cfg.model_dir, PROBE_DIR)
+    return layout.probe_dir(cfg.model_dir)
   if cfg.first_run == "source_only" and cfg.runs > 1:
-    return os.path.join(cfg.model_dir, "run_0")
+    return layout.run_dir(cfg.model_dir, 0)
   return None
 
 
@@ -281,13 +276,13 @@ def _check_label_shift(cfg, strategy, domains, callbacks):
   training takes the same path) and returns (the configuration the runs train with,
   the decision, whether anything was trained). On label shift the probe is run 0 (its
   files linked into run_0) and the later runs start from it: --first_run=source_only."""
-  path = os.path.join(cfg.model_dir, LABEL_SHIFT_FILE)
-  probe_dir = os.path.join(cfg.model_dir, PROBE_DIR)
+  path = layout.path(cfg.model_dir, layout.LABEL_SHIFT)
+  probe_dir = layout.probe_dir(cfg.model_dir)
   trained = False
   if os.path.exists(path):
     decision = io_utils.read_json(path)
   else:
-    done = os.path.join(probe_dir, run_lib.RESULT_FILE)
+    done = os.path.join(probe_dir, layout.RUN_RESULT)
     if os.path.exists(done):
       result = io_utils.read_json(done)
     else:
@@ -304,8 +299,8 @@ def _check_label_shift(cfg, strategy, domains, callbacks):
   log.info(label_shift.describe_decision(decision))
   if not decision["shift"]:
     return cfg, decision, trained
-  run_0 = os.path.join(cfg.model_dir, "run_0")
-  if not os.path.exists(os.path.join(run_0, run_lib.RESULT_FILE)):
+  run_0 = layout.run_dir(cfg.model_dir, 0)
+  if not os.path.exists(os.path.join(run_0, layout.RUN_RESULT)):
     _link_tree(probe_dir, run_0)
   if cfg.runs < 2:
     log.info("label-shift check: one adapted run after the probe (--runs=%d)", cfg.runs)
@@ -340,7 +335,7 @@ def _link_tree(src, dst):
 def effective_config(cfg, model_dir):
   """The configuration model_dir's runs were trained with: on label shift the check made
   run 0 source-only (label_shift.json)."""
-  path = os.path.join(model_dir, LABEL_SHIFT_FILE)
+  path = layout.path(model_dir, layout.LABEL_SHIFT)
   if probes_label_shift(cfg) and os.path.exists(path) and io_utils.read_json(path)["shift"]:
     return shifted_config(cfg)
   return cfg
@@ -366,17 +361,17 @@ def restore_trained(model_dir, run=None):
   `run` defaults to the last run with a checkpoint.
   """
   import tensorflow as tf
-  path = os.path.join(model_dir, FLAGS_FILE)
+  path = layout.path(model_dir, layout.FLAGS)
   if not os.path.exists(path):
-    raise UserError(f"{model_dir}: no {FLAGS_FILE}; not a training directory")
+    raise UserError(f"{model_dir}: no {layout.FLAGS}; not a training directory")
   with open(path, encoding="utf-8") as f:
     cfg = effective_config(config_from_flags_text(f.read(), path), model_dir)
   if run is None:
     done = [r for r in range(cfg.runs)
-            if tf.train.latest_checkpoint(os.path.join(model_dir, f"run_{r}", "ckpt"))]
+            if tf.train.latest_checkpoint(layout.checkpoint_dir(layout.run_dir(model_dir, r)))]
     if not done:
       raise UserError(f"{model_dir}: no checkpoint found")
     run = done[-1]
   domains = prepare_data(cfg, check_images=False)
-  model = run_lib.restore_model(cfg, domains, run, os.path.join(model_dir, f"run_{run}"))
+  model = run_lib.restore_model(cfg, domains, run, layout.run_dir(model_dir, run))
   return cfg, domains, model

@@ -22,9 +22,8 @@ import json
 import os
 import socket
 
+from biwaa_tf import model_dir_layout as layout
 from biwaa_tf.errors import UserError
-
-LOCK_FILE = ".lock"
 
 
 class ModelDirBusy(UserError):
@@ -47,7 +46,7 @@ def _busy_message(model_dir, path, doing):
 
 def check_free(model_dir, doing="starting a second training there"):
   """Raises ModelDirBusy if a live process holds model_dir's lock; writes nothing."""
-  path = os.path.join(model_dir, LOCK_FILE)
+  path = layout.path(model_dir, layout.LOCK)
   try:
     fd = os.open(path, os.O_RDWR)
   except OSError:  # no lock file: nobody has ever held it (a holder creates it)
@@ -67,7 +66,7 @@ class ModelDirLock:
 
   def __init__(self, model_dir, doing="starting a second training there"):
     self.model_dir = os.fspath(model_dir)
-    self.path = os.path.join(self.model_dir, LOCK_FILE)
+    self.path = layout.path(self.model_dir, layout.LOCK)
     self.doing = doing
     self._fd = None
 

@@ -12,6 +12,7 @@ import shutil
 import numpy as np
 
 from biwaa_tf import io_utils
+from biwaa_tf import model_dir_layout as layout
 from biwaa_tf.config import heldout_fraction, parse_subsample, resolved_flags_text
 from biwaa_tf.data import lists
 from biwaa_tf.errors import UserError
@@ -20,7 +21,6 @@ from biwaa_tf.train import lock
 
 log = logging.getLogger(__name__)
 
-FLAGS_FILE = "flags.txt"
 # Flags that do not change what is trained: a resumed command may differ in them.
 _RESUME_FREE = ("runs", "overwrite", "download", "progress", "log_every", "checkpoint_every",
                 "eval_batch_size", "dry_run", "distribution_strategy", "cpu_replicas",
@@ -135,7 +135,7 @@ def check_model_dir(cfg):
 
 def _check_flags(cfg):
   """check_model_dir without the lock (for its holder)."""
-  path = os.path.join(cfg.model_dir, FLAGS_FILE)
+  path = layout.path(cfg.model_dir, layout.FLAGS)
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       changed = _changed_flags(f.read(), resolved_flags_text(cfg))
@@ -145,7 +145,7 @@ def _check_flags(cfg):
     return not changed
   if _contents(cfg.model_dir) and not cfg.overwrite:
     raise UserError(f"--model_dir={cfg.model_dir}: exists, is not empty and holds no "
-                    f"{FLAGS_FILE}; use another --model_dir or --overwrite")
+                    f"{layout.FLAGS}; use another --model_dir or --overwrite")
   return False
 
 
@@ -153,7 +153,7 @@ def _contents(model_dir):
   """model_dir's entries but its lock file ([] when it does not exist)."""
   if not os.path.isdir(model_dir):
     return []
-  return [n for n in os.listdir(model_dir) if n != lock.LOCK_FILE]
+  return [n for n in os.listdir(model_dir) if n != layout.LOCK]
 
 
 def clear_model_dir(model_dir):
@@ -169,10 +169,11 @@ def clear_model_dir(model_dir):
 def remove_leftovers(model_dir):
   """Removes what a killed process leaves of its atomic writes: .tmp-* files (io_utils)
   and .export-* directories (export.py), in model_dir and its run directories."""
-  for parent in [model_dir] + sorted(glob.glob(os.path.join(glob.escape(model_dir), "run_*"))):
-    for path in glob.glob(os.path.join(glob.escape(parent), ".tmp-*")):
+  tmp, export = layout.SCRATCH_PATTERNS
+  for parent in [model_dir] + layout.run_dirs(model_dir):
+    for path in glob.glob(os.path.join(glob.escape(parent), tmp)):
       os.remove(path)
-    for path in glob.glob(os.path.join(glob.escape(parent), ".export-*")):
+    for path in glob.glob(os.path.join(glob.escape(parent), export)):
       shutil.rmtree(path, ignore_errors=True)
 
 
@@ -180,12 +181,12 @@ def prepare_model_dir(cfg, domains):
   """Creates model_dir (clearing it under --overwrite), or checks it holds this training.
   The caller holds model_dir's lock (lock.ModelDirLock)."""
   same = _check_flags(cfg)
-  if not same and os.path.exists(os.path.join(cfg.model_dir, FLAGS_FILE)):
+  if not same and os.path.exists(layout.path(cfg.model_dir, layout.FLAGS)):
     clear_model_dir(cfg.model_dir)  # another training, and --overwrite
   os.makedirs(cfg.model_dir, exist_ok=True)
   remove_leftovers(cfg.model_dir)
-  io_utils.atomic_write_text(os.path.join(cfg.model_dir, FLAGS_FILE), resolved_flags_text(cfg))
-  io_utils.atomic_write_json(os.path.join(cfg.model_dir, "class_names.json"),
+  io_utils.atomic_write_text(layout.path(cfg.model_dir, layout.FLAGS), resolved_flags_text(cfg))
+  io_utils.atomic_write_json(layout.path(cfg.model_dir, layout.CLASS_NAMES),
                              list(domains.class_names))
 
 

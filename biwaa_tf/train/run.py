@@ -10,7 +10,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from biwaa_tf import errors, io_utils
+from biwaa_tf import config, errors, io_utils
+from biwaa_tf import model_dir_layout as layout
 from biwaa_tf.config import run_config
 from biwaa_tf.data import pipeline
 from biwaa_tf.errors import UserError
@@ -20,11 +21,7 @@ from biwaa_tf.train import checkpoints, distribute, metrics, progress
 
 log = logging.getLogger(__name__)
 
-RESULT_FILE = "run_result.json"
 CHECKPOINTS_KEPT = 2
-TARGET_PROBS = "target_probs.npy"
-EVAL_PROBS = "eval_probs.npy"
-HELDOUT_PROBS = "heldout_probs.npy"  # the held-out source split's (--heldout_fraction)
 
 
 class NonFiniteLoss(UserError):
@@ -37,18 +34,8 @@ def image_options(cfg, normalization, ten_crop=False):
 
 
 def method_config(cfg, domains):
-  return MethodConfig(
-      num_classes=domains.num_classes, num_target=domains.target.size,
-      adversarial=cfg.adversarial, feature_weighting=cfg.feature_weighting,
-      ms_loss=cfg.ms_loss, weighting_factor=cfg.weighting_factor,
-      weighting_offset=cfg.weighting_offset,
-      paper_loss=cfg.loss_form == "paper", grl_ramp_steps=cfg.grl_ramp_steps,
-      per_domain_batch_norm=cfg.batch_norm == "per_domain",
-      centroid_decay=cfg.centroid_decay, ms_warmup_steps=cfg.ms_warmup_steps,
-      within_run_aggregation=cfg.within_run_aggregation,
-      within_run_momentum=cfg.within_run_momentum, bootstrap_steps=cfg.bootstrap_steps,
-      weight_decay=cfg.weight_decay, bottleneck_dim=cfg.bottleneck_dim, heads=cfg.heads,
-      loss_scaling=cfg.mixed_precision == "float16")
+  return MethodConfig(num_classes=domains.num_classes, num_target=domains.target.size,
+                      **config.model_options(cfg))
 
 
 _POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
@@ -138,7 +125,7 @@ def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=No
              np.round(source_distribution, 3).tolist())
   ckpt = tf.train.Checkpoint(model=model, backbone_optimizer=model.backbone_optimizer,
                              head_optimizer=model.head_optimizer)
-  ckpt_dir = os.path.join(run_dir, "ckpt")
+  ckpt_dir = layout.checkpoint_dir(run_dir)
   # The newest readable checkpoint (damaged ones are reported, and removed by the chief).
   latest = checkpoints.resume_point(ckpt_dir, run, repair=chief)
   if not chief:  # other workers save too (collectives), into a scratch directory
@@ -207,7 +194,7 @@ class _RunSteps(keras.callbacks.Callback):
     super().__init__()
     self.cfg, self.manager, self.run, self.run_dir = cfg, manager, run, run_dir
     self.checkpoint_bytes = checkpoint_bytes
-    self.writer = (tf.summary.create_file_writer(os.path.join(run_dir, "tb")) if chief
+    self.writer = (tf.summary.create_file_writer(layout.tensorboard_dir(run_dir)) if chief
                    else tf.summary.create_noop_writer())
     self.images_per_step = 2 * cfg.batch_size if cfg.adversarial else cfg.batch_size
     self.timer = progress.StepTimer()
@@ -277,7 +264,7 @@ def _fit(cfg, model, data, manager, run, run_dir, chief, callbacks=None,
 
 def _tensorboard_writes(run_dir):
   """A full disk under TensorBoard's writer: one line, as for the checkpoints."""
-  return io_utils.storage_errors(os.path.join(run_dir, "tb"), "TensorBoard's log",
+  return io_utils.storage_errors(layout.tensorboard_dir(run_dir), "TensorBoard's log",
                                  hint="free space and re-run the same command to resume "
                                       "from the last checkpoint")
 
@@ -285,14 +272,14 @@ def _tensorboard_writes(run_dir):
 def _evaluate_and_save(cfg, model, domains, run, run_dir, skipped, speed=None, extra=None):
   eval_opts = image_options(cfg, domains.normalization, ten_crop=cfg.ten_crop)
   target_probs = predict_probs(model, domains.target, eval_opts, cfg.eval_batch_size)
-  io_utils.atomic_save_npy(os.path.join(run_dir, TARGET_PROBS), target_probs)
+  io_utils.atomic_save_npy(os.path.join(run_dir, layout.TARGET_PROBS), target_probs)
   if domains.target_eval is domains.target:
     eval_probs = target_probs
   else:
     eval_probs = predict_probs(model, domains.target_eval, eval_opts, cfg.eval_batch_size)
-    io_utils.atomic_save_npy(os.path.join(run_dir, EVAL_PROBS), eval_probs)
+    io_utils.atomic_save_npy(os.path.join(run_dir, layout.EVAL_PROBS), eval_probs)
   if domains.heldout is not None:  # the labelled held-out source split (biwaa_tf/trust.py)
-    io_utils.atomic_save_npy(os.path.join(run_dir, HELDOUT_PROBS), predict_probs(
+    io_utils.atomic_save_npy(os.path.join(run_dir, layout.HELDOUT_PROBS), predict_probs(
         model, domains.heldout, eval_opts, cfg.eval_batch_size))
   result = {"run": run, "steps": int(model.step.numpy()), "eval_images": int(len(eval_probs)),
             "skipped_images": {"source": skipped[0], "target": skipped[1]},
@@ -301,7 +288,7 @@ def _evaluate_and_save(cfg, model, domains, run, run_dir, skipped, speed=None, e
   result.update(metrics.prediction_report(
       eval_probs, domains.target_eval.labels if domains.target_eval.labelled else None,
       domains.num_classes))
-  writer = tf.summary.create_file_writer(os.path.join(run_dir, "tb"))
+  writer = tf.summary.create_file_writer(layout.tensorboard_dir(run_dir))
   with _tensorboard_writes(run_dir), writer.as_default(step=run):
     for k in ("accuracy", "per_class_accuracy", "histogram_tv_distance", "mean_entropy",
               "im_score", "snd_score"):
@@ -312,14 +299,14 @@ def _evaluate_and_save(cfg, model, domains, run, run_dir, skipped, speed=None, e
     if cfg.adversarial:
       _log_heatmaps(cfg, model, domains)
     writer.flush()
-  io_utils.atomic_write_json(os.path.join(run_dir, RESULT_FILE), result)
+  io_utils.atomic_write_json(os.path.join(run_dir, layout.RUN_RESULT), result)
   return result
 
 
 def restore_model(cfg, domains, run, run_dir):
   """Run `run`'s model with the weights of its last checkpoint (no optimizer state)."""
   model = build_model(run_config(cfg, run), domains, cfg.seed + 100 * run)
-  checkpoints.restore_weights(tf.train.Checkpoint(model=model), os.path.join(run_dir, "ckpt"))
+  checkpoints.restore_weights(tf.train.Checkpoint(model=model), layout.checkpoint_dir(run_dir))
   return model
 
 
@@ -332,7 +319,7 @@ def export_run(cfg, domains, run, run_dir, export_dir):
 
 
 def _log_heatmaps(cfg, model, domains, count=4):
-  """TensorBoard images: target images | DANN map | BIWAA-weighted map (tools/heatmap.py)."""
+  """TensorBoard images: target images | DANN map | BIWAA-weighted map (biwaa-tf heatmap)."""
   from biwaa_tf.heatmap import discriminator_maps, image_views
   picks = np.linspace(0, domains.target.size - 1, min(count, domains.target.size)).astype(int)
   raw, x = image_views(domains.target, picks, image_options(cfg, domains.normalization))

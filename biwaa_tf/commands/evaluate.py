@@ -1,6 +1,6 @@
 """Evaluate an exported model on a labelled list: accuracy, per-class table, confusion PNG.
 
-    python tools/evaluate.py --saved_model=RUN/export --list=LIST --data_root=ROOT \
+    biwaa-tf evaluate --saved_model=RUN/export --list=LIST --data_root=ROOT
         [--output_dir=eval]
 """
 
@@ -11,7 +11,7 @@ import biwaa_tf  # noqa: F401  (before TensorFlow: keeps its start-up lines quie
 
 # isort: split
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 flags.DEFINE_string("saved_model", None, "Exported model directory (model_dir/export).")
 flags.DEFINE_string("list", None, "Labelled list file or class-subfolder directory.")
@@ -88,10 +88,29 @@ def main(argv):
       "accuracy": acc, "per_class_accuracy": pca, "per_class": per_class,
       "confusion_matrix": matrix.tolist(), "class_names": names})
   png = os.path.join(FLAGS.output_dir, "confusion_matrix.png")
+  try:
+    import matplotlib  # noqa: F401  (an extra: pip install 'biwaa_tf[plots]')
+  except ModuleNotFoundError:
+    print(f"wrote {FLAGS.output_dir}/metrics.json (no confusion_matrix.png: matplotlib is "
+          "not installed; pip install 'biwaa_tf[plots]')")
+    return 0
   plot_confusion(matrix, names, png)
   print(f"wrote {FLAGS.output_dir}/metrics.json and {png}")
   return 0
 
 
+def run(argv):
+  """`biwaa-tf evaluate`; returns the exit status."""
+  from biwaa_tf import cli
+  status, rest = cli.parse_flags(argv, __doc__, __name__)
+  if status is not None:
+    return status
+  if len(rest) > 1:
+    print(f"error: unexpected argument {rest[1]!r} (flags look like --name=value)",
+          file=sys.stderr)
+    return 2
+  return main(rest)
+
+
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  sys.exit(run(sys.argv))

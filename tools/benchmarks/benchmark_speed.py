@@ -1,6 +1,6 @@
 """Cost of the BIWAA training step against DANN, source-only and the machine.
 
-    python tools/benchmark_speed.py [--configs=resnet50:224,resnet50:112,lenet:28]
+    python -m tools.benchmarks.benchmark_speed [--configs=resnet50:224,resnet50:112,lenet:28]
         [--batch_size=12] [--repeats=5] [--jit_compile] [--batch_norm=per_domain|joint]
 
 For each backbone and size, in one process, after warm-up, the median step time
@@ -17,8 +17,6 @@ import biwaa_tf  # noqa: F401  (before TensorFlow: keeps its start-up lines quie
 
 # isort: split
 from absl import app, flags
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 flags.DEFINE_list("configs", ["resnet50:224", "resnet50:112", "lenet:28"],
                   "backbone:image_size pairs to time.")
@@ -47,20 +45,21 @@ def forward_flops(backbone, size):
 
 
 def time_config(name, size):
-  import bench_util
   import keras
   import numpy as np
   import tensorflow as tf
 
+  from biwaa_tf import config
   from biwaa_tf.model import backbones, schedules
   from biwaa_tf.model.biwaa import BIWAAModel
+  from tools.benchmarks import bench_util
   b, k = FLAGS.batch_size, FLAGS.num_classes
   rng = tf.random.Generator.from_seed(0)
   batch = ((rng.normal([b, size, size, 3]), tf.range(b, dtype=tf.int64) % k),
            (rng.normal([b, size, size, 3]), tf.range(b, dtype=tf.int64),
             -tf.ones([b], tf.int64)))
   steps, flops = {}, None
-  for method in bench_util.METHODS:
+  for method in config.METHODS:
     keras.utils.set_random_seed(0)
     backbone = backbones.build_backbone(name, size, "none")
     config = bench_util.method_config(method, k, b, FLAGS.batch_norm == "per_domain")
@@ -85,7 +84,7 @@ def time_config(name, size):
 
 def main(argv):
   del argv
-  import bench_util
+  from tools.benchmarks import bench_util
   rows = []
   matmul = bench_util.matmul_gflops()
   for spec in FLAGS.configs:
@@ -109,7 +108,7 @@ def main(argv):
             f"{achieved:.1f} GFLOP/s = {100 * achieved / matmul:.0f}% of the measured "
             f"float32 matmul rate ({matmul:.1f} GFLOP/s)")
   print(f"peak resident memory: {bench_util.peak_rss_mib():.0f} MiB")
-  print("rerun: python tools/benchmark_speed.py " + " ".join(sys.argv[1:]))
+  print("rerun: python -m tools.benchmarks.benchmark_speed " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

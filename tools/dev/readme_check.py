@@ -1,6 +1,6 @@
 """Runs the README's code blocks, as CI does: a README whose examples fail fails CI.
 
-    python tools/readme_check.py [--readme=README.md] [--steps=30] [--list]
+    python -m tools.dev.readme_check [--readme=README.md] [--steps=30] [--list]
 
 Every ```bash and ```python block runs; ``` blocks of other kinds (output shown in the
 README) are not run. The Python blocks run as one script, in order, at the first one

@@ -1,6 +1,6 @@
 """Run a grid of tasks x seeds x variants, one model_dir per cell, resumable.
 
-    python tools/run_suite.py --tasks=configs/demo.flags --seeds=0,1,2 \
+    python -m tools.experiments.run_suite --tasks=configs/demo.flags --seeds=0,1,2 \
         --variants=source_only,dann,dann_bg,biwaa,biwaa_i,oracle --output=runs/suite \
         [--iterative_runs=3] [-- --data_root=/data --steps_per_run=800]
 
@@ -16,8 +16,7 @@ import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from biwaa_tf.variants import variant_flags  # noqa: E402
+from tools.experiments.variants import variant_flags
 
 flags.DEFINE_list("tasks", None, "Task flagfiles.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")

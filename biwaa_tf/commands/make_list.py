@@ -1,6 +1,6 @@
 """Writes a list file ('relative/path label' a line) from a class-subfolder directory.
 
-    python tools/make_list.py DIRECTORY OUTPUT.txt [--relative_to=DATA_ROOT]
+    biwaa-tf make-list DIRECTORY OUTPUT.txt [--relative_to=DATA_ROOT]
 
 Classes are the sorted sub-folder names (index = position); paths are written
 relative to --relative_to (default: DIRECTORY's parent), so that the list works
@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from biwaa_tf.data import lists
 from biwaa_tf.errors import UserError
@@ -38,7 +38,7 @@ def make_list(directory, output, relative_to=None):
 
 def main(argv):
   if len(argv) != 3:
-    print("usage: python tools/make_list.py DIRECTORY OUTPUT.txt [--relative_to=DIR]",
+    print("usage: biwaa-tf make-list DIRECTORY OUTPUT.txt [--relative_to=DIR]",
           file=sys.stderr)
     return 2
   try:
@@ -50,5 +50,14 @@ def main(argv):
   return 0
 
 
+def run(argv):
+  """`biwaa-tf make-list`; returns the exit status."""
+  from biwaa_tf import cli
+  status, rest = cli.parse_flags(argv, __doc__, __name__)
+  if status is not None:
+    return status
+  return main(rest)
+
+
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  sys.exit(run(sys.argv))

@@ -1,6 +1,6 @@
 """Training step time of the command line in two (or more) checkouts, side by side.
 
-    python tools/benchmark_checkouts.py --checkouts=old:/path/to/old/clone,new:. \
+    python -m tools.benchmarks.benchmark_checkouts --checkouts=old:/path/to/old/clone,new:. \
         [--repeats=3] [--cases=demo,resnet50_112]
 
 Each case is one run of `python -m biwaa_tf.main` (no label-shift probe, no progress
@@ -68,7 +68,8 @@ def main(argv):
     step = statistics.median(v[0] for v in values)
     wall = statistics.median(v[1] for v in values)
     print(f"| {case} | {name} | {1e3 * step:.1f} | {1 / step:.2f} | {wall:.1f} |")
-  print(f"\n{FLAGS.repeats} repeats, medians. rerun: python tools/benchmark_checkouts.py "
+  print(f"\n{FLAGS.repeats} repeats, medians. rerun: "
+        "python -m tools.benchmarks.benchmark_checkouts "
         f"--checkouts={','.join(FLAGS.checkouts)} --cases={','.join(FLAGS.cases)}")
 
 

@@ -1,6 +1,6 @@
 """The paper's Fig. 1 for a trained model: where the discriminator looks, DANN vs BIWAA.
 
-    python tools/heatmap.py --model_dir=runs/demo/biwaa [--count=6] [--output=heatmap.png]
+    biwaa-tf heatmap --model_dir=runs/demo/biwaa [--count=6] [--output=heatmap.png]
 
 For --count target images (evenly spaced through the target list): the image, the
 Grad-CAM map of the discriminator on the plain features (DANN) and on the
@@ -12,11 +12,9 @@ import os
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import biwaa_tf  # noqa: E402, F401  (before TensorFlow: keeps its start-up lines quiet)
+import biwaa_tf  # noqa: F401  (before TensorFlow: keeps its start-up lines quiet)
 
 flags.DEFINE_string("model_dir", None, "A finished training's --model_dir.")
 flags.DEFINE_integer("count", 6, "Target images to show.")
@@ -33,6 +31,12 @@ def main(argv):
   from biwaa_tf.train import run as run_lib
   if not FLAGS.model_dir:
     print("error: --model_dir is required", file=sys.stderr)
+    return 2
+  try:
+    import matplotlib  # noqa: F401  (an extra: pip install 'biwaa_tf[plots]')
+  except ModuleNotFoundError:
+    print("error: the heatmap is drawn with matplotlib: pip install 'biwaa_tf[plots]'",
+          file=sys.stderr)
     return 2
   model_dir, count, output = FLAGS.model_dir, FLAGS.count, FLAGS.output
   output = output or os.path.join(model_dir, "heatmap.png")
@@ -81,5 +85,18 @@ def plot(raw, dann, biwaa, path):
   plt.close(fig)
 
 
+def run(argv):
+  """`biwaa-tf heatmap`; returns the exit status."""
+  from biwaa_tf import cli
+  status, rest = cli.parse_flags(argv, __doc__, __name__)
+  if status is not None:
+    return status
+  if len(rest) > 1:
+    print(f"error: unexpected argument {rest[1]!r} (flags look like --name=value)",
+          file=sys.stderr)
+    return 2
+  return main(rest)
+
+
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  sys.exit(run(sys.argv))

@@ -3,7 +3,7 @@
 # bfloat16 + XLA, then float16 (loss scaling) + XLA; prints each one's accuracy and
 # the training images/s it logged.
 #
-#   pip install -e ".[cuda,demo]" && tools/gpu_check.sh [OUT_DIR] [STEPS]
+#   pip install -e ".[cuda,demo]" && tools/dev/gpu_check.sh [OUT_DIR] [STEPS]
 # (BIWAA_GPU_CHECK_ALLOW_CPU=1 runs it on the CPU with one_device, to check the
 # script itself: XLA under MirroredStrategy needs GPUs.)
 set -euo pipefail

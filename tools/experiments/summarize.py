@@ -1,6 +1,6 @@
 """Paper-style tables and plots from a suite's cell directories.
 
-    python tools/summarize.py --suite=runs/suite [--out=runs/suite/summary]
+    python -m tools.experiments.summarize --suite=runs/suite [--out=runs/suite/summary]
 
 Reads <suite>/<task>/<variant>/seed<s>/results.json and writes:
   table.md, table.csv   variants x tasks (+ Avg), mean +- std over seeds (%),
@@ -25,9 +25,8 @@ import sys
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from biwaa_tf.train import metrics  # noqa: E402
-from biwaa_tf.variants import LABELS, WEIGHTING_PREFIX, label  # noqa: E402
+from biwaa_tf.train import metrics
+from tools.experiments.variants import LABELS, WEIGHTING_PREFIX, label
 
 flags.DEFINE_string("suite", "runs/suite", "Suite root directory.")
 flags.DEFINE_string("out", None, "Output directory (default <suite>/summary).")

@@ -1,6 +1,6 @@
 """Kill a training with SIGKILL at random moments, many times; resume; compare bits.
 
-    python tools/kill_resume.py --kills=40 --seed=0 --work=runs/kill_test \\
+    python -m tools.dev.kill_resume --kills=40 --seed=0 --work=runs/kill_test \\
         -- --flagfile=configs/demo.flags --runs=3 --steps_per_run=60 --checkpoint_every=20
 
 Trains the given command once uninterrupted (<work>/reference), then again in
@@ -32,8 +32,6 @@ import signal
 import subprocess
 import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PHASES = ("time", "step", "checkpoint", "evaluation", "export", "between")
 _TRACE = "BIWAA_KILL_TRACE"

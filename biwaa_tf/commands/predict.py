@@ -1,6 +1,6 @@
 """Classify images with an exported model: CSV of path, class, probability.
 
-    python tools/predict.py --saved_model=RUN/export --images=DIR_OR_LIST \
+    biwaa-tf predict --saved_model=RUN/export --images=DIR_OR_LIST
         [--data_root=ROOT] --output=predictions.csv
 
 --images is a folder (searched recursively) or a list file (first field a path
@@ -14,7 +14,7 @@ import sys
 import biwaa_tf  # noqa: F401  (before TensorFlow: keeps its start-up lines quiet)
 
 # isort: split
-from absl import app, flags
+from absl import flags
 
 flags.DEFINE_string("saved_model", None, "Exported model directory (model_dir/export).")
 flags.DEFINE_string("images", None, "A folder of images or a list file.")
@@ -64,5 +64,18 @@ def main(argv):
   return 0
 
 
+def run(argv):
+  """`biwaa-tf predict`; returns the exit status."""
+  from biwaa_tf import cli
+  status, rest = cli.parse_flags(argv, __doc__, __name__)
+  if status is not None:
+    return status
+  if len(rest) > 1:
+    print(f"error: unexpected argument {rest[1]!r} (flags look like --name=value)",
+          file=sys.stderr)
+    return 2
+  return main(rest)
+
+
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  sys.exit(run(sys.argv))

@@ -1,6 +1,6 @@
 """How close label-free estimates of the target's class prior come to the true one.
 
-    python tools/prior_estimates.py --suite=runs/digits_lt [--variant=source_only]
+    python -m tools.experiments.prior_estimates --suite=runs/digits_lt [--variant=source_only]
 
 For every <task>/<variant>/seed*/ cell of a suite with a labelled target, compares the
 true target class proportions (results.json: target_class_counts) with three estimates
@@ -18,9 +18,8 @@ import sys
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from biwaa_tf.model import label_shift  # noqa: E402
-from biwaa_tf.train import metrics  # noqa: E402
+from biwaa_tf.model import label_shift
+from biwaa_tf.train import metrics
 
 flags.DEFINE_string("suite", "runs/digits_lt", "Suite root directory.")
 flags.DEFINE_string("variant", "source_only", "Variant whose run 0 predictions are used.")

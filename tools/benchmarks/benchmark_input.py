@@ -1,6 +1,6 @@
 """Input pipeline throughput against what a ResNet-50 BIWAA step consumes.
 
-    python tools/benchmark_input.py [--images=400] [--batch_size=36] [--step_batch=8]
+    python -m tools.benchmarks.benchmark_input [--images=400] [--batch_size=36] [--step_batch=8]
 
 Writes synthetic 256x256 JPEGs, then measures in one process:
   1. images/s of the training pipeline alone (decode, resize 256, random 224 crop,
@@ -11,7 +11,6 @@ The pipeline should deliver at least twice what the step consumes.
 """
 
 import os
-import sys
 import tempfile
 import time
 
@@ -19,8 +18,6 @@ import biwaa_tf  # noqa: F401  (before TensorFlow: keeps its start-up lines quie
 
 # isort: split
 from absl import app, flags
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 flags.DEFINE_integer("images", 400, "Synthetic JPEGs to write.")
 flags.DEFINE_integer("batch_size", 36, "Pipeline batch per domain.")
@@ -32,12 +29,12 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  import bench_util
   import tensorflow as tf
 
   from biwaa_tf.data import pipeline
   from biwaa_tf.model import backbones, schedules
   from biwaa_tf.model.biwaa import BIWAAModel
+  from tools.benchmarks import bench_util
 
   tmp = tempfile.mkdtemp(prefix="biwaa-bench-input-")
   data = bench_util.write_jpegs(tmp, FLAGS.images)
@@ -66,7 +63,7 @@ def main(argv):
   print(f"{'input pipeline (JPEG 256 -> 224, both domains)':<44} {pipe_rate:9.1f}")
   print(f"{'ResNet-50 BIWAA training step consumes':<44} {step_rate:9.1f}")
   print(f"ratio pipeline / step: {pipe_rate / step_rate:.1f}x  (cores: {os.cpu_count()})")
-  print("rerun: python tools/benchmark_input.py")
+  print("rerun: python -m tools.benchmarks.benchmark_input")
 
 
 if __name__ == "__main__":

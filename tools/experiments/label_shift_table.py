@@ -1,9 +1,9 @@
 """The label-shift check's table: what the default (check on) ends with on each cell of a
 shift suite, against source-only and the other methods, and the verdict's hit rate.
 
-    python tools/label_shift_table.py --suite=runs/shift [--threshold=0.3] [--summary]
+    python -m tools.experiments.label_shift_table --suite=runs/shift [--threshold=0.3] [--summary]
 
-The suite holds <suite>/<shift>/<task>/<variant>/seed<s>/ cells of tools/run_suite.py
+The suite holds <suite>/<shift>/<task>/<variant>/seed<s>/ cells of tools/experiments/run_suite.py
 with the variants source_only, biwaa_i_so and biwaa_i (3 runs), and dann where
 measured. The default's result is read from them, not retrained: its probe is the
 source_only cell (the same configuration and seed, bit for bit: tests/test_label_shift.py),
@@ -20,13 +20,11 @@ direction, seed by seed (the README's table).
 import glob
 import json
 import os
-import sys
 
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from biwaa_tf.model import label_shift  # noqa: E402
+from biwaa_tf.model import label_shift
 
 flags.DEFINE_string("suite", "runs/shift", "Root of the suite's cells.")
 flags.DEFINE_float("threshold", 0.3, "--label_shift_threshold to evaluate.")

@@ -3,7 +3,7 @@ CPU replicas (MirroredStrategy) and as 2 worker processes on localhost
 (MultiWorkerMirroredStrategy), same seeds and global batch; a Markdown table of the
 target accuracies and of how far the target probabilities differ from one device's.
 
-    python tools/benchmark_replicas.py [--output=runs/replicas] [--seeds=0,1]
+    python -m tools.benchmarks.benchmark_replicas [--output=runs/replicas] [--seeds=0,1]
         [--steps_per_run=800] [--method=biwaa]
 
 Resumable: a setup whose results.json exists is not retrained.

@@ -1,6 +1,6 @@
 """Measures the differences left between biwaa_tf and the authors' implementation.
 
-    python tools/fidelity.py [--model_dir=runs/demo/biwaa]
+    python -m tools.experiments.fidelity [--model_dir=runs/demo/biwaa]
 
 Prints one line per difference with its measured size (the README's "Fidelity"
 table):
@@ -12,7 +12,6 @@ table):
              training with --ten_crop or not: the crops are made here).
 """
 
-import os
 import sys
 
 import biwaa_tf  # noqa: F401  (before TensorFlow: keeps its start-up lines quiet)
@@ -123,9 +122,8 @@ def main(argv):
     print(f"crops: 10-crop corners 1 px inwards ({sizes}, {model_dir}): "
           f"{100 * changed:.2f}% of target predictions change; accuracy {fmt(acc[0])} "
           f"(torchvision offsets) vs {fmt(acc[1])} (the implementation's)")
-  print("rerun: python tools/fidelity.py " + args)
+  print("rerun: python -m tools.experiments.fidelity " + args)
 
 
 if __name__ == "__main__":
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   app.run(main)

@@ -11,14 +11,9 @@ import biwaa_tf  # noqa: F401  (before TensorFlow: keeps its start-up lines quie
 import numpy as np
 import tensorflow as tf
 
+from biwaa_tf import config
 from biwaa_tf.data.lists import ImageList
 from biwaa_tf.model.biwaa import MethodConfig
-
-METHODS = {
-    "source_only": dict(adversarial=False, feature_weighting=False, ms_loss=False),
-    "dann": dict(adversarial=True, feature_weighting=False, ms_loss=False),
-    "biwaa": dict(adversarial=True, feature_weighting=True, ms_loss=True),
-}
 
 
 def write_jpegs(root, count, size=256, num_classes=10, seed=0):
@@ -42,7 +37,7 @@ def write_jpegs(root, count, size=256, num_classes=10, seed=0):
 
 def method_config(method, num_classes, num_target, per_domain_batch_norm=True):
   return MethodConfig(num_classes=num_classes, num_target=num_target,
-                      per_domain_batch_norm=per_domain_batch_norm, **METHODS[method])
+                      per_domain_batch_norm=per_domain_batch_norm, **config.method_switches(method))
 
 
 def median_time(fn, repeats, warmup=1):

@@ -1,6 +1,6 @@
 """Step rate of BIWAAModel.fit() with steps_per_execution 1 and 10, on the demo's digits.
 
-    python tools/benchmark_fit.py [--steps=600] [--batch_size=36]
+    python -m tools.benchmarks.benchmark_fit [--steps=600] [--batch_size=36]
 
 Same model, data and step; after a warm-up epoch, the wall time of one epoch of
 --steps steps for each setting (steps_per_execution > 1 runs several steps per
@@ -47,7 +47,7 @@ def main(argv):
   print(f"{'steps_per_execution':>19} {'steps/s':>8} {'ms/step':>8}")
   for spe, rate, ms in rows:
     print(f"{spe:>19} {rate:8.1f} {ms:8.2f}")
-  print("rerun: python tools/benchmark_fit.py " + " ".join(sys.argv[1:]))
+  print("rerun: python -m tools.benchmarks.benchmark_fit " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

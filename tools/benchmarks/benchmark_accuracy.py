@@ -1,12 +1,12 @@
 """Accuracy of every variant on the demo's shifted digits, 3 seeds, as a Markdown table.
 
-    python tools/benchmark_accuracy.py [--output=runs/accuracy] [--seeds=0,1,2]
+    python -m tools.benchmarks.benchmark_accuracy [--output=runs/accuracy] [--seeds=0,1,2]
         [--iterative_runs=3] [--steps_per_run=450] [-- TRAINING FLAGS...]
 
 Variants: source-only, DANN, DANN+BG, BIWAA (one run), BIWAA-I (--runs runs) and
 the oracle class-balanced loader (true target labels, loading only). BIWAA is run 0
 of BIWAA-I (same seed, same computation), so it is read from there, not retrained.
-Resumable: completed cells are skipped (tools/run_suite.py).
+Resumable: completed cells are skipped (tools/experiments/run_suite.py).
 """
 
 import copy
@@ -16,13 +16,12 @@ import sys
 
 from absl import app, flags
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import run_suite  # noqa: E402
-import summarize  # noqa: E402
+from tools.experiments import run_suite, summarize
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 flags.DEFINE_integer("steps_per_run", 450, "Training steps per run (600 took 17 min on 2 cores).")
-flags.DEFINE_string("task", os.path.join(os.path.dirname(HERE), "configs", "demo.flags"),
+flags.DEFINE_string("task", os.path.join(REPO, "configs", "demo.flags"),
                     "Task flagfile.")
 FLAGS = flags.FLAGS
 flags.DEFINE_list("extra_variants", [], "More variants after the standard ones (e.g. "
@@ -60,11 +59,11 @@ def main(argv):
   print(f"\nTarget accuracy (%), mean ± std over seeds {','.join(FLAGS.seeds)}, "
         f"{FLAGS.steps_per_run} steps a run, BIWAA-I = {runs} runs:\n")
   print(md)
-  print("Label-free scores against the true accuracy (tools/summarize.py):\n")
+  print("Label-free scores against the true accuracy (tools/experiments/summarize.py):\n")
   with open(os.path.join(output, "summary", "scores.md"), encoding="utf-8") as f:
     print(f.read())
   print(f"wrote {', '.join(os.path.join(output, 'summary', w) for w in written)}")
-  print("rerun: python tools/benchmark_accuracy.py " + " ".join(sys.argv[1:]))
+  print("rerun: python -m tools.benchmarks.benchmark_accuracy " + " ".join(sys.argv[1:]))
   return 0
 
 

@@ -1,6 +1,7 @@
 """Re-scores a trust suite from its saved outputs, in seconds, without retraining.
 
-    python tools/trust_table.py --suite=runs/trust/tuning [--margin=0.02] [--estimator=atc]
+    python -m tools.experiments.trust_table --suite=runs/trust/tuning [--margin=0.02] \
+        [--estimator=atc]
 
 A cell is a no-flag default training (label-shift check on) whose model_dir holds
 heldout_labels.npy and, for the source-only probe and every run, heldout_probs.npy and
@@ -22,8 +23,7 @@ import sys
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from biwaa_tf import trust  # noqa: E402
+from biwaa_tf import trust
 
 flags.DEFINE_string("suite", None, "Root of the cells (searched for results.json).")
 flags.DEFINE_float("margin", 0.0, "An adapted model must be estimated better than "

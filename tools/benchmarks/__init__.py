@@ -1,0 +1,1 @@
+"""Benchmarks: speed, input pipeline, replicas, accuracy against the paper."""

@@ -1,0 +1,1 @@
+"""The experiment suite: run grids of trainings, summarise and re-score them."""
