@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 import biwaa_tf
-from biwaa_tf.data import digits
+from biwaa_tf.data import demo_digits
 
 
 def small_cnn():
@@ -41,8 +41,8 @@ def main():
   parser.add_argument("--logdir", default="/tmp/biwaa_fit")
   args = parser.parse_args()
 
-  x_s, y_s = digits.load_arrays("digits_source")
-  x_t, y_t = digits.load_arrays("digits_target")
+  x_s, y_s = demo_digits.load_arrays("digits_source")
+  x_t, y_t = demo_digits.load_arrays("digits_target")
   source = biwaa_tf.from_arrays("source", x_s, y_s)
   target = biwaa_tf.from_arrays("target", x_t, y_t)  # labels: only for pseudo_acc
   opts = biwaa_tf.ImageOptions(resize_size=32, image_size=28, flip=False, mode="unit",

@@ -12,7 +12,7 @@ import argparse
 
 import biwaa_tf
 from biwaa_tf import trust
-from biwaa_tf.data import digits
+from biwaa_tf.data import demo_digits
 
 
 def main():
@@ -21,8 +21,8 @@ def main():
   parser.add_argument("--runs", type=int, default=3, help="BIWAA-I's iterative runs")
   args = parser.parse_args()
 
-  x_source, y_source = digits.load_arrays("digits_source")   # (898, 32, 32) uint8
-  x_target, y_target = digits.load_arrays("digits_target")   # (450, 32, 32) uint8
+  x_source, y_source = demo_digits.load_arrays("digits_source")   # (898, 32, 32) uint8
+  x_target, y_target = demo_digits.load_arrays("digits_target")   # (450, 32, 32) uint8
   result = biwaa_tf.adapt((x_source, y_source), (x_target, y_target), backbone="lenet",
                           image_size=28, random_flip=False, batch_size=36, lr=0.01,
                           steps_per_run=args.steps, runs=args.runs, verbose=False)

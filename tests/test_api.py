@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import biwaa_tf
-from biwaa_tf.data import digits
+from biwaa_tf.data.demo_digits import load_arrays
 from biwaa_tf.errors import UserError
 
 OPTS = biwaa_tf.ImageOptions(32, 28, False, "unit", train_crop="random")
@@ -19,7 +19,7 @@ STEP_LOGS = {"loss", "loss_cls", "loss_adv", "loss_ms", "disc_acc", "pseudo_acc"
 
 @pytest.fixture(scope="module")
 def arrays():
-  return digits.load_arrays("digits_source"), digits.load_arrays("digits_target")
+  return load_arrays("digits_source"), load_arrays("digits_target")
 
 
 @pytest.fixture()
@@ -135,8 +135,8 @@ import biwaa_tf, json, sys
 import numpy as np
 import tensorflow as tf
 tf.config.threading.set_inter_op_parallelism_threads(1)  # before TF starts: bitwise
-from biwaa_tf.data import digits
-(xs, ys), (xt, yt) = digits.load_arrays("digits_source"), digits.load_arrays("digits_target")
+from biwaa_tf.data import demo_digits
+(xs, ys), (xt, yt) = load_arrays("digits_source"), load_arrays("digits_target")
 opts = dict(backbone="lenet", image_size=28, resize_size=32, random_flip=False,
             steps_per_run=30, runs=2, lr=0.01, deterministic=True, verbose=False,
             label_shift_check=False)  # the check's probe: tests/test_label_shift.py

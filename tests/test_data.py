@@ -381,13 +381,13 @@ def test_input_resumed_at_its_position_continues_the_same_batches(tmp_path):
 
 
 def test_clutter_shift_draws_class_unrelated_structure():
-  from biwaa_tf.data import digits
-  blank = np.zeros((4, digits.SIZE, digits.SIZE))
-  a = digits._clutter(blank, np.random.default_rng(0))
-  b = digits._clutter(blank, np.random.default_rng(0))
+  from biwaa_tf.data import demo_digits
+  blank = np.zeros((4, demo_digits.SIZE, demo_digits.SIZE))
+  a = demo_digits._clutter(blank, np.random.default_rng(0))
+  b = demo_digits._clutter(blank, np.random.default_rng(0))
   np.testing.assert_array_equal(a, b)  # seeded: the cached domain is reproducible
   assert a.shape == blank.shape and a.min() >= 0 and a.max() <= 255
   bright = (a > 100).reshape(4, -1).sum(axis=1)
   assert (bright > 40).all()  # lines and a blob on every (empty) image
   assert len(set(bright.tolist())) > 1  # different clutter per image
-  assert digits.NAMES == ("digits_source", "digits_target", "digits_clutter")
+  assert demo_digits.NAMES == ("digits_source", "digits_target", "digits_clutter")

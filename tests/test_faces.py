@@ -17,7 +17,7 @@ from conftest import REPO
 from PIL import Image
 
 import biwaa_tf
-from biwaa_tf.data import digits
+from biwaa_tf.data.demo_digits import load_arrays
 from biwaa_tf.errors import UserError
 
 pytestmark = pytest.mark.xdist_group("faces")
@@ -28,7 +28,7 @@ OPTIONS = dict(backbone="lenet", image_size=28, resize_size=32, random_flip=Fals
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   """A training on [0, 1] float arrays (its model_dir kept: the SavedModel is in it)."""
-  (xs, ys), (xt, _) = digits.load_arrays("digits_source"), digits.load_arrays("digits_target")
+  (xs, ys), (xt, _) = load_arrays("digits_source"), load_arrays("digits_target")
   model_dir = tmp_path_factory.mktemp("faces") / "m"
   result = biwaa_tf.adapt((xs[:120] / np.float32(255), ys[:120]), xt[:40] / np.float32(255),
                           model_dir=model_dir, **OPTIONS)
@@ -114,7 +114,7 @@ def test_result_predict_refuses_nan_and_out_of_range_in_one_line(trained):
 def test_training_model_checkpoint_loads_after_import_biwaa_tf(tmp_path):
   """ModelCheckpoint under adapt() writes the training model (BIWAAModel: preprocessed
   images -> logits); a fresh process loads it after `import biwaa_tf` alone."""
-  (xs, ys), (xt, _) = digits.load_arrays("digits_source"), digits.load_arrays("digits_target")
+  (xs, ys), (xt, _) = load_arrays("digits_source"), load_arrays("digits_target")
   path = tmp_path / "training.keras"
   biwaa_tf.adapt((xs[:90], ys[:90]), xt[:40], **OPTIONS,
                  callbacks=[keras.callbacks.ModelCheckpoint(str(path))])
@@ -128,7 +128,7 @@ def test_training_model_checkpoint_loads_after_import_biwaa_tf(tmp_path):
 
 def test_adapt_leaves_the_root_logger_as_it_found_it():
   """absl's basicConfig (a checkpoint save) adds a root handler; adapt() takes it away."""
-  (xs, ys), (xt, _) = digits.load_arrays("digits_source"), digits.load_arrays("digits_target")
+  (xs, ys), (xt, _) = load_arrays("digits_source"), load_arrays("digits_target")
   root = logging.getLogger()
   pytests = list(root.handlers)
   root.handlers[:] = []  # as in a notebook (pytest's capture handlers would hide absl's)
@@ -141,7 +141,7 @@ def test_adapt_leaves_the_root_logger_as_it_found_it():
 
 
 def test_a_misspelt_keyword_gets_did_you_mean():
-  (xs, ys), (xt, _) = digits.load_arrays("digits_source"), digits.load_arrays("digits_target")
+  (xs, ys), (xt, _) = load_arrays("digits_source"), load_arrays("digits_target")
   with pytest.raises(UserError, match=r"steps_per_rn \(did you mean steps_per_run\?\)"):
     biwaa_tf.adapt((xs[:9], ys[:9]), xt[:4], steps_per_rn=3)
   with pytest.raises(UserError, match=r"imag_size \(did you mean image_size\?\)"):
@@ -151,7 +151,7 @@ def test_a_misspelt_keyword_gets_did_you_mean():
 def test_estimator_is_a_scikit_learn_classifier_with_string_labels():
   from sklearn.base import clone, is_classifier
   from sklearn.pipeline import Pipeline
-  (xs, ys), (xt, yt) = digits.load_arrays("digits_source"), digits.load_arrays("digits_target")
+  (xs, ys), (xt, yt) = load_arrays("digits_source"), load_arrays("digits_target")
   names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
                     "nine"])
   est = biwaa_tf.BIWAA(backbone="lenet", image_size=28, steps_per_run=2, runs=1,
@@ -222,7 +222,7 @@ def test_scikit_learn_estimator_checks_pass_or_fail_as_listed():
 
 def test_differently_sized_images_are_refused_in_one_line_leaving_nothing(tmp_path):
   import tempfile
-  (xs, ys), (xt, _) = digits.load_arrays("digits_source"), digits.load_arrays("digits_target")
+  (xs, ys), (xt, _) = load_arrays("digits_source"), load_arrays("digits_target")
   images = [xs[0], np.zeros((40, 36), np.uint8)] + list(xs[2:60])
   before = set(os.listdir(tempfile.gettempdir()))
   with pytest.raises(UserError, match=r"source: the images have different sizes "
@@ -233,7 +233,7 @@ def test_differently_sized_images_are_refused_in_one_line_leaving_nothing(tmp_pa
 
 def test_cross_val_score_over_source_splits():
   from sklearn.model_selection import cross_val_score
-  (xs, ys), (xt, _) = digits.load_arrays("digits_source"), digits.load_arrays("digits_target")
+  (xs, ys), (xt, _) = load_arrays("digits_source"), load_arrays("digits_target")
   est = biwaa_tf.BIWAA(backbone="lenet", image_size=28, steps_per_run=2, runs=1,
                        label_shift_check=False)
   scores = cross_val_score(est, xs[:120], ys[:120], cv=2, params={"X_target": xt[:40]})

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from conftest import run_main, tiny_flags
 
+from biwaa_tf import label_shift
 from biwaa_tf.config import TrainConfig, make_config, run_config
 from biwaa_tf.data import pipeline
 from biwaa_tf.errors import UserError
-from biwaa_tf.model import label_shift
 
 MEANS = np.array([-2.0, 0.0, 2.0])
 

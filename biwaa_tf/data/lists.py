@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from biwaa_tf.data import digit_files, digits
+from biwaa_tf.data import demo_digits, digit_benchmarks
 from biwaa_tf.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -273,17 +273,17 @@ def _images_below(directory):
 
 def load_image_list(spec, data_root, num_classes=None, download=False):
   """A list file, a class-subfolder directory or a built-in dataset (the demo's digits,
-  or MNIST/USPS/SVHN from their files under data_root: data/digit_files.py)."""
-  name = spec[len(digits.BUILTIN_PREFIX):]
-  if spec.startswith(digits.BUILTIN_PREFIX) and name in digit_files.DATASETS:
-    root = data_root or digit_files.default_root()
+  or MNIST/USPS/SVHN from their files under data_root: data/digit_benchmarks.py)."""
+  name = spec[len(demo_digits.BUILTIN_PREFIX):]
+  if spec.startswith(demo_digits.BUILTIN_PREFIX) and name in digit_benchmarks.DATASETS:
+    root = data_root or digit_benchmarks.default_root()
     if download:
-      digit_files.download(name, root)
-    images, labels = digit_files.load(name, root)
+      digit_benchmarks.download(name, root)
+    images, labels = digit_benchmarks.load(name, root)
     return from_arrays(spec, images, labels, num_classes or 10,
                        tuple(str(k) for k in range(10)))
-  if spec.startswith(digits.BUILTIN_PREFIX):
-    path = digits.resolve(spec)
+  if spec.startswith(demo_digits.BUILTIN_PREFIX):
+    path = demo_digits.resolve(spec)
     return read_list_file(path, os.path.dirname(path), num_classes)
   path = resolve_list_path(spec)
   if os.path.isdir(path):

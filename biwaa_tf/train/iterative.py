@@ -15,7 +15,7 @@ import shutil
 
 import numpy as np
 
-from biwaa_tf import io_utils
+from biwaa_tf import io_utils, label_shift
 from biwaa_tf import model_dir_layout as layout
 from biwaa_tf.config import (
   config_from_flags_text,
@@ -25,7 +25,7 @@ from biwaa_tf.config import (
   source_only_config,
 )
 from biwaa_tf.errors import UserError
-from biwaa_tf.model import aggregation, label_shift
+from biwaa_tf.model import aggregation
 from biwaa_tf.train import distribute, lock
 from biwaa_tf.train import run as run_lib
 from biwaa_tf.train.preflight import prepare_data, prepare_model_dir

@@ -16,6 +16,7 @@ import sys
 
 from absl import app, flags
 
+from biwaa_tf import model_dir_layout as layout
 from tools.experiments import run_suite, summarize
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -34,10 +35,10 @@ def derive_biwaa_cells(output, task):
   from biwaa_tf.io_utils import atomic_write_json
   base = os.path.join(output, task)
   for seed_dir in sorted(os.listdir(os.path.join(base, "biwaa_i"))):
-    with open(os.path.join(base, "biwaa_i", seed_dir, "results.json")) as f:
+    with open(layout.path(os.path.join(base, "biwaa_i", seed_dir), layout.RESULTS)) as f:
       res = json.load(f)
     first = copy.deepcopy(res["runs"][0])
-    atomic_write_json(os.path.join(base, "biwaa", seed_dir, "results.json"), {
+    atomic_write_json(layout.path(os.path.join(base, "biwaa", seed_dir), layout.RESULTS), {
         "runs": [first], "final_accuracy": first["accuracy"],
         "final_per_class_accuracy": first["per_class_accuracy"],
         "derived_from": f"biwaa_i/{seed_dir} run 0"})

@@ -21,6 +21,8 @@ import time
 
 from absl import app, flags
 
+from biwaa_tf import model_dir_layout as layout
+
 flags.DEFINE_list("checkouts", None, "name:path pairs of biwaa_tf checkouts.")
 flags.DEFINE_list("cases", ["demo", "resnet50_112"], "Cases to time (see CASES).")
 flags.DEFINE_integer("repeats", 3, "Runs per case and checkout.")
@@ -46,7 +48,7 @@ def time_case(path, case):
     wall = time.perf_counter() - start
     if res.returncode:
       raise SystemExit(f"{path}: {case} failed:\n{res.stderr[-2000:]}")
-    with open(os.path.join(tmp, "m", "results.json")) as f:
+    with open(layout.path(os.path.join(tmp, "m"), layout.RESULTS)) as f:
       run = json.load(f)["runs"][0]
   return run["median_step_seconds"], wall
 

@@ -24,9 +24,9 @@ def main(argv):
   del argv
   import keras
 
-  from biwaa_tf.data import digits
-  x_s, y_s = digits.load_arrays("digits_source")
-  x_t, _ = digits.load_arrays("digits_target")
+  from biwaa_tf.data import demo_digits
+  x_s, y_s = demo_digits.load_arrays("digits_source")
+  x_t, _ = demo_digits.load_arrays("digits_target")
   source, target = biwaa_tf.from_arrays("source", x_s, y_s), biwaa_tf.from_arrays("target", x_t)
   opts = biwaa_tf.ImageOptions(32, 28, False, "unit", train_crop="random")
   rows = []

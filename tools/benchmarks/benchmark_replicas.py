@@ -19,6 +19,8 @@ import time
 import numpy as np
 from absl import app, flags
 
+from biwaa_tf import model_dir_layout as layout
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 flags.DEFINE_string("output", "runs/replicas", "Directory for the trainings.")
 flags.DEFINE_list("seeds", ["0", "1"], "Seeds.")
@@ -36,7 +38,7 @@ def _free_port():
 
 def train(setup, model_dir, seed):
   """Trains one setup (skipped when done); returns its wall time in seconds or None."""
-  if os.path.exists(os.path.join(model_dir, "results.json")):
+  if layout.is_done(model_dir):
     return None
   args = [sys.executable, "-m", "biwaa_tf.main", "--flagfile=configs/demo.flags",
           f"--model_dir={model_dir}", f"--seed={seed}", f"--method={FLAGS.method}",
@@ -69,9 +71,9 @@ def main(argv):
       model_dir = os.path.join(FLAGS.output, f"seed{seed}", setup)
       print(f"seed {seed}: {setup} ...", flush=True)
       seconds = train(setup, model_dir, seed)
-      with open(os.path.join(model_dir, "results.json")) as f:
+      with open(layout.path(model_dir, layout.RESULTS)) as f:
         acc = json.load(f)["final_accuracy"]
-      probs[setup] = np.load(os.path.join(model_dir, "run_0", "target_probs.npy"))
+      probs[setup] = layout.load_probs(layout.run_dir(model_dir, 0))
       diff = float(np.abs(probs[setup] - probs["one_device"]).max())
       agree = float((probs[setup].argmax(1) == probs["one_device"].argmax(1)).mean())
       rows.append((seed, setup, acc, diff, agree, seconds))

@@ -185,14 +185,16 @@ def _export_digests(*model_dirs):
 def compare(reference, killed, runs):
   """Largest absolute difference between the two trainings' outputs (0.0: the same)."""
   import numpy as np
+
+  from biwaa_tf import model_dir_layout as layout
   worst = 0.0
   for r in range(runs):
-    a = np.load(os.path.join(reference, f"run_{r}", "target_probs.npy"))
-    b = np.load(os.path.join(killed, f"run_{r}", "target_probs.npy"))
+    a = layout.load_probs(layout.run_dir(reference, r))
+    b = layout.load_probs(layout.run_dir(killed, r))
     worst = max(worst, float(np.abs(a - b).max()) if a.shape == b.shape else float("inf"))
-  with open(os.path.join(reference, "results.json"), encoding="utf-8") as f:
+  with open(layout.path(reference, layout.RESULTS), encoding="utf-8") as f:
     ra = json.load(f)
-  with open(os.path.join(killed, "results.json"), encoding="utf-8") as f:
+  with open(layout.path(killed, layout.RESULTS), encoding="utf-8") as f:
     rb = json.load(f)
   for x, y in zip(ra["runs"], rb["runs"]):
     if x.get("accuracy") is not None:

@@ -18,13 +18,12 @@ direction, seed by seed (the README's table).
 """
 
 import glob
-import json
 import os
 
-import numpy as np
 from absl import app, flags
 
-from biwaa_tf.model import label_shift
+from biwaa_tf import label_shift
+from biwaa_tf import model_dir_layout as layout
 
 flags.DEFINE_string("suite", "runs/shift", "Root of the suite's cells.")
 flags.DEFINE_float("threshold", 0.3, "--label_shift_threshold to evaluate.")
@@ -38,12 +37,10 @@ COLUMNS = (("biwaa_i", "BIWAA-I (paper)"), ("biwaa_i_so", "source-only first"),
 
 def last_run(cell):
   """(result dict, target probs) of a finished cell's last run, or None."""
-  if not os.path.exists(os.path.join(cell, "results.json")):
+  if not layout.is_done(cell):
     return None
-  runs = sorted(glob.glob(os.path.join(cell, "run_*")), key=lambda d: int(d.rsplit("_", 1)[1]))
-  with open(os.path.join(runs[-1], "run_result.json"), encoding="utf-8") as f:
-    result = json.load(f)
-  return result, np.load(os.path.join(runs[-1], "target_probs.npy"))
+  last = layout.run_dirs(cell)[-1]
+  return layout.read_run_result(last), layout.load_probs(last)
 
 
 def judge(so, final, shift):

@@ -18,7 +18,8 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from biwaa_tf.model import label_shift
+from biwaa_tf import label_shift
+from biwaa_tf import model_dir_layout as layout
 from biwaa_tf.train import metrics
 
 flags.DEFINE_string("suite", "runs/digits_lt", "Suite root directory.")
@@ -35,10 +36,10 @@ ESTIMATORS = {
 def estimate_errors(suite, variant):
   """[(cell, {estimator: TV to the true prior})] for the cells with known class counts."""
   rows = []
-  for path in sorted(glob.glob(os.path.join(suite, "*", variant, "seed*", "results.json"))):
+  for path in sorted(glob.glob(os.path.join(suite, "*", variant, "seed*", layout.RESULTS))):
     with open(path) as f:
       counts = json.load(f).get("target_class_counts")
-    probs_path = os.path.join(os.path.dirname(path), "run_0", "target_probs.npy")
+    probs_path = os.path.join(layout.run_dir(os.path.dirname(path), 0), layout.TARGET_PROBS)
     if not counts or not os.path.exists(probs_path):
       continue
     truth = np.asarray(counts, np.float64) / np.sum(counts)

@@ -6,7 +6,7 @@
 
 Cell directory: <output>/<task>/<variant>/seed<s>. A cell whose results.json exists
 is skipped; an interrupted cell resumes from its checkpoints. Flags after `--` go to
-every cell. Variants: see biwaa_tf/variants.py (wf<lambda> sweeps the weighting factor).
+every cell. Variants: see tools/experiments/variants.py (wf<lambda> sweeps the weighting factor).
 """
 
 import os
@@ -16,6 +16,7 @@ import time
 
 from absl import app, flags
 
+from biwaa_tf import model_dir_layout as layout
 from tools.experiments.variants import variant_flags
 
 flags.DEFINE_list("tasks", None, "Task flagfiles.")
@@ -53,7 +54,7 @@ def run_suite(tasks, seeds, variants, output, runs=None, extra=(), log=print):
   failed = 0
   for n, (task, variant, seed, model_dir) in enumerate(grid, 1):
     head = f"[{n}/{len(grid)}] {task_name(task)} {variant} seed {seed}"
-    if os.path.exists(os.path.join(model_dir, "results.json")):
+    if layout.is_done(model_dir):
       log(f"{head}: done before, skipped")
       continue
     start = time.time()

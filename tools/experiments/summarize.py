@@ -25,6 +25,7 @@ import sys
 import numpy as np
 from absl import app, flags
 
+from biwaa_tf import model_dir_layout as layout
 from biwaa_tf.train import metrics
 from tools.experiments.variants import LABELS, WEIGHTING_PREFIX, label
 
@@ -42,7 +43,7 @@ def metric_key(task):
 def collect(suite):
   """{(task, variant): [results dict per seed]} in seed order."""
   found = {}
-  for path in sorted(glob.glob(os.path.join(suite, "*", "*", "seed*", "results.json"))):
+  for path in sorted(glob.glob(os.path.join(suite, "*", "*", "seed*", layout.RESULTS))):
     seed_dir = os.path.dirname(path)
     variant_dir = os.path.dirname(seed_dir)
     task = os.path.basename(os.path.dirname(variant_dir))

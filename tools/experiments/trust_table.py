@@ -16,13 +16,13 @@ is estimated better by more than --margin.
 """
 
 import glob
-import json
 import os
 import sys
 
 import numpy as np
 from absl import app, flags
 
+from biwaa_tf import model_dir_layout as layout
 from biwaa_tf import trust
 
 flags.DEFINE_string("suite", None, "Root of the cells (searched for results.json).")
@@ -43,23 +43,20 @@ def estimate_accuracy(kind, heldout_probs, heldout_labels, target_probs):
 
 def cell_rows(model_dir, kind):
   """The cell's candidates: (name, estimated accuracy, true accuracy), and its facts."""
-  summary = json.load(open(os.path.join(model_dir, "results.json")))
-  labels = np.load(os.path.join(model_dir, "heldout_labels.npy"))
-  runs = sorted(glob.glob(os.path.join(model_dir, "run_*")),
-                key=lambda d: int(d.rsplit("_", 1)[1]))
+  summary = layout.read_results(model_dir)
+  labels = np.load(layout.path(model_dir, layout.HELDOUT_LABELS))
+  runs = layout.run_dirs(model_dir)
   if (summary.get("label_shift_check") or {}).get("shift"):
     runs = runs[1:]  # run 0 of the label-shift path is the probe itself
-  dirs = [os.path.join(model_dir, "source_only")] + runs
+  dirs = [layout.probe_dir(model_dir)] + runs
   candidates = []
   for d in dirs:
-    held = np.load(os.path.join(d, "heldout_probs.npy"))
-    target = np.load(os.path.join(d, "target_probs.npy"))
-    true = json.load(open(os.path.join(d, "run_result.json")))["accuracy"]
+    held, target = layout.load_probs(d, layout.HELDOUT_PROBS), layout.load_probs(d)
+    true = layout.read_run_result(d)["accuracy"]
     candidates.append((os.path.basename(d), estimate_accuracy(kind, held, labels, target),
                        true, held, target))
   counts = np.asarray(summary["target_class_counts"], np.float64)
-  source_prior = json.load(open(os.path.join(dirs[0], "run_result.json")))[
-      "source_class_distribution"]
+  source_prior = layout.read_run_result(dirs[0])["source_class_distribution"]
   _, held0, target0 = candidates[0][0], candidates[0][3], candidates[0][4]
   q = trust.calibrated_mlls(held0, labels, target0, source_prior)
   true_prior = counts / counts.sum()
@@ -91,8 +88,8 @@ def main(argv):
     print("error: --suite is required", file=sys.stderr)
     return 2
   cells = sorted(os.path.dirname(p) for p in glob.glob(
-      os.path.join(FLAGS.suite, "**", "results.json"), recursive=True))
-  cells = [c for c in cells if os.path.exists(os.path.join(c, "heldout_labels.npy"))]
+      os.path.join(FLAGS.suite, "**", layout.RESULTS), recursive=True))
+  cells = [c for c in cells if os.path.exists(layout.path(c, layout.HELDOUT_LABELS))]
   if not cells:
     print(f"error: no finished cell with held-out outputs under {FLAGS.suite}",
           file=sys.stderr)

@@ -164,8 +164,8 @@ def resolve(spec):
   """'builtin:digits_source' -> path of its list file (built on first use)."""
   name = spec[len(BUILTIN_PREFIX):]
   if name not in NAMES:
-    from biwaa_tf.data import digit_files
-    known = list(NAMES) + list(digit_files.DATASETS)
+    from biwaa_tf.data import digit_benchmarks
+    known = list(NAMES) + list(digit_benchmarks.DATASETS)
     raise UserError(f"{spec}: unknown built-in dataset; choose from "
                     f"{', '.join(BUILTIN_PREFIX + n for n in known)}")
   root = os.path.join(cache_dir(), f"digits-{VERSION}")
