@@ -40,3 +40,32 @@ def test_flagfile_resolves(path, monkeypatch):
     assert "lr 0.001" in out
   if name.startswith("dn_"):
     assert "_test.txt" in out and "40" in out
+
+
+# The digits flagfiles nest on configs/digits.flags: (source, target, lr, centroid warm-up,
+# weighting offset, backbone) of each, as they resolved before they shared the base.
+DIGITS = {
+    "digits_m2u": ("mnist_test", "usps", 0.01, 300, 1.0, "lenet_bn"),
+    "digits_u2m": ("usps", "mnist_test", 0.1, 300, 1.0, "lenet_bn"),
+    "digits_m2u_lt": ("mnist_test", "usps", 0.01, 0, 0.0, "lenet_bn"),
+    "digits_u2m_lt": ("usps", "mnist_test", 0.1, 0, 0.0, "lenet_bn"),
+    "digits_m2u_tllib": ("mnist_test", "usps", 0.01, 300, 1.0, "lenet_tllib"),
+    "digits_u2m_tllib": ("usps", "mnist_test", 0.1, 300, 1.0, "lenet_tllib"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DIGITS))
+def test_digits_flagfiles_share_a_base(name, monkeypatch):
+  monkeypatch.chdir(REPO)
+  main_lib.FLAGS.unparse_flags()
+  assert main_lib.parse(["prog", f"--flagfile=configs/{name}.flags"]) is None
+  cfg = biwaa_flags.config_from_flags(main_lib.FLAGS)
+  source, target, lr, warmup, offset, backbone = DIGITS[name]
+  assert (cfg.source, cfg.target) == (f"builtin:{source}", f"builtin:{target}")
+  assert (cfg.lr, cfg.ms_warmup_steps, cfg.weighting_offset, cfg.backbone) == (
+      lr, warmup, offset, backbone)
+  assert (cfg.batch_size, cfg.steps_per_run, cfg.grl_ramp_steps, cfg.label_shift_check) == (
+      128, 2000, 10000.0, False)
+  assert cfg.heads == ("tllib" if backbone == "lenet_tllib" else "biwaa")
+  assert cfg.target_subsample == ("long_tail:20" if name.endswith("_lt") else "none")
+  assert cfg.model_dir == f"runs/{name}"
