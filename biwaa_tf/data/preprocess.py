@@ -85,8 +85,8 @@ def resize_to(image, height, width, method="bicubic"):
 
   bicubic: PIL's Image.resize default for RGB images (bicubic, antialiased when
   shrinking), values rounded to 8 bits as PIL stores them; within ~0.3/255 of
-  Pillow on average. bilinear: TensorFlow's bilinear, no antialiasing (the
-  behaviour before 2026-11-30; ~6/255 off when shrinking large photos).
+  Pillow on average. bilinear: TensorFlow's bilinear, no antialiasing (~6/255 off
+  when shrinking large photos).
   """
   image = tf.cast(image, tf.float32)
   if method == "bicubic":

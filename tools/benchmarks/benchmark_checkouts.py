@@ -7,8 +7,8 @@ Each case is one run of `python -m biwaa_tf.main` (no label-shift probe, no prog
 lines) in each checkout, alternating checkouts within each repeat so that a change of
 machine load falls on both. Reported per case and checkout: the median over repeats
 of the run's median step time (results.json: median_step_seconds) and steps/s, and
-the wall time of the whole command. Used for issue 25 (the run's own loop replaced by
-BIWAAModel.fit()); the older checkout is a clone at the commit before the change.
+the wall time of the whole command: a change's cost in speed, the older checkout a clone
+at the commit before the change.
 """
 
 import json

@@ -8,7 +8,7 @@ VARIANTS = {
     "biwaa": ["--method=biwaa", "--runs=1"],
     "biwaa_i": ["--method=biwaa"],  # --runs from the task (10) or the suite
     "oracle": ["--method=biwaa", "--balanced_target=oracle", "--runs=1"],
-    # Label shift (issue 12): run 0 source-only, then the source in the estimated target
+    # Label shift: run 0 source-only, then the source in the estimated target
     # proportions (EM) and the target at random; or only the source-only first run.
     "biwaa_i_pm": ["--method=biwaa", "--prior_matching", "--first_run=source_only"],
     "biwaa_i_so": ["--method=biwaa", "--first_run=source_only"],
