@@ -40,11 +40,10 @@ def _tf_state():
   if "tensorflow" not in sys.modules:
     return None
   import keras
+
+  from biwaa_tf.model import keras_hooks
   try:  # TensorFlow has no public getters for its global seed and op determinism
-    from tensorflow.python.eager import context as tf_context
-    from tensorflow.python.framework import config as tf_config
-    seed = getattr(tf_context.context(), "_seed", None)
-    determinism = tf_config.is_op_determinism_enabled()
+    seed, determinism = keras_hooks.global_seed(), keras_hooks.op_determinism_enabled()
   except (ImportError, AttributeError):
     seed, determinism = None, None
   return {"policy": keras.mixed_precision.global_policy().name, "seed": seed,
@@ -60,9 +59,9 @@ def _restore_tf_state(state):
   keras.mixed_precision.set_global_policy(state["policy"])
   tf.random.set_seed(state["seed"])
   if state["determinism"] is False:
-    from tensorflow.python.framework import config as tf_config
-    if tf_config.is_op_determinism_enabled():
-      tf_config.disable_op_determinism()
+    from biwaa_tf.model import keras_hooks
+    if keras_hooks.op_determinism_enabled():
+      keras_hooks.disable_op_determinism()
 
 
 @contextlib.contextmanager

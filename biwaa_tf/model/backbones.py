@@ -223,8 +223,10 @@ def synchronize_batch_norm(model):
   as models) take its batch statistics over all replicas' rows (one all-reduce per layer),
   as one device does on the global batch. Returns how many layers it changed."""
   import keras
+
+  from biwaa_tf.model import keras_hooks
   changed = 0
-  for layer in model._flatten_layers(include_self=True, recursive=True):
+  for layer in keras_hooks.all_layers(model):
     if isinstance(layer, keras.layers.BatchNormalization):
       layer.synchronized = True
       changed += 1

@@ -15,7 +15,7 @@ from biwaa_tf import model_dir_layout as layout
 from biwaa_tf.config import run_config
 from biwaa_tf.data import pipeline
 from biwaa_tf.errors import UserError
-from biwaa_tf.model import aggregation, backbones, schedules
+from biwaa_tf.model import aggregation, backbones, keras_hooks, schedules
 from biwaa_tf.model.biwaa import BIWAAModel, MethodConfig
 from biwaa_tf.train import checkpoints, distribute, metrics, progress
 
@@ -80,9 +80,8 @@ def predict_probs(model, image_list, opts, batch_size):
       p = tf.nn.softmax(model(tf.reshape(x, [-1, *x.shape[2:]]), training=False))
       return tf.reduce_mean(tf.reshape(p, [b, 10, -1]), axis=1)
     return tf.nn.softmax(model(x, training=False))
-  # One trace per call by design (a new model each run); TensorFlow counts the traces
-  # by code across the process and would warn after five (see biwaa._traced_once_per_model).
-  infer._omit_frequent_tracing_warning = True
+  # One trace per call by design (a new model each run; keras_hooks.traced_once_per_model).
+  keras_hooks.traced_once_per_model(infer)
   parts = [infer(x).numpy() for x in pipeline.eval_dataset(image_list, opts, batch_size)]
   return np.concatenate(parts).astype(np.float32)
 
