@@ -16,7 +16,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The console script `pip install` put beside this Python (the user commands, as installed).
 BIWAA_TF = os.path.join(os.path.dirname(sys.executable), "biwaa-tf")
 NUM_CLASSES = 3
-_GROUP = re.compile(r'^pytestmark = pytest\.mark\.xdist_group\("([\w-]+)"\)', re.M)
+_GROUP = re.compile(r'^pytestmark = .*?pytest\.mark\.xdist_group\("([\w-]+)"\)', re.M)
 
 
 def pytest_xdist_make_scheduler(config, log):

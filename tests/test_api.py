@@ -151,6 +151,7 @@ print(json.dumps({"same": bool(np.array_equal(a.target_probs, f.target_probs)),
 """
 
 
+@pytest.mark.slow
 def test_adapt_on_arrays_equals_adapt_on_the_same_files():
   # In its own process: bitwise equality needs one inter-op thread from the start.
   import json
@@ -428,6 +429,7 @@ def test_estimator_fit_predict_score_save_load(arrays, tmp_path):
     clf.fit(xs, ys)
 
 
+@pytest.mark.slow
 def test_adapt_gives_keras_callbacks_epochs(arrays, tmp_path):
   """Epochs are checkpoint intervals: Keras' epoch callbacks do their job under adapt()."""
   import csv

@@ -19,7 +19,7 @@ from biwaa_tf.data import lists, pipeline
 
 # One worker runs this module under -n 2 (pyproject: --dist=loadgroup), so its
 # module-scoped training fixture runs once, not once per worker.
-pytestmark = pytest.mark.xdist_group("determinism")
+pytestmark = [pytest.mark.xdist_group("determinism"), pytest.mark.slow]
 
 STEPS, BATCH = 40, 6
 FLAGS = ("--runs=2", "--deterministic", f"--steps_per_run={STEPS}", "--checkpoint_every=7")

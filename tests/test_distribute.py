@@ -33,6 +33,7 @@ def replica_report():
   return _replica_check()
 
 
+@pytest.mark.slow
 def test_two_replicas_match_one_device(replica_report):
   """Each of 20 steps from the same state on one device and on two replicas (the
   check's docstring says why not a whole trajectory)."""
@@ -58,6 +59,7 @@ def test_two_replicas_match_one_device(replica_report):
     assert r[f"{name}_step_vs_one_device"] < 1e-5, name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bug, quantity", [
     ("loss_scale", "step_state_max_abs_diff"),
     ("local_centroids", "source_centroids_step_vs_one_device")])

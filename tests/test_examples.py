@@ -5,7 +5,10 @@ import re
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
+
+pytestmark = pytest.mark.slow  # whole trainings: -m slow (CI runs them)
 
 
 def run_example(name, *args):

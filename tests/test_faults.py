@@ -33,6 +33,8 @@ def test_a_second_lock_is_refused_naming_the_holder(tmp_path):
   with lock.ModelDirLock(tmp_path / "m"):
     pass
 
+pytestmark = pytest.mark.slow  # whole trainings: -m slow (CI runs them)
+
 
 def test_the_lock_of_a_killed_process_does_not_block(tmp_path):
   code = ("import sys, time; sys.path.insert(0, sys.argv[2])\n"

@@ -192,6 +192,7 @@ def results_and_probs(out, runs):
   return summary, [np.load(out / f"run_{r}" / "target_probs.npy") for r in range(runs)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("threshold, reference_flags", [
     # (the check holds 5% of the source out of training: the references hold out the same)
     ("1", ["--nolabel_shift_check", "--heldout_fraction=0.05"]),  # no shift found: the paper

@@ -5,7 +5,10 @@ import shutil
 
 import nbclient
 import nbformat
+import pytest
 from conftest import REPO
+
+pytestmark = pytest.mark.slow  # whole trainings: -m slow (CI runs them)
 
 
 def test_quickstart_notebook_executes(tmp_path):

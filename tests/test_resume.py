@@ -12,7 +12,7 @@ from conftest import REPO, run_main, tiny_flags
 
 # One worker runs this module under -n 2 (pyproject: --dist=loadgroup), so its
 # module-scoped training fixture runs once, not once per worker.
-pytestmark = pytest.mark.xdist_group("resume")
+pytestmark = [pytest.mark.xdist_group("resume"), pytest.mark.slow]
 
 FLAGS = ("--runs=2", "--deterministic", "--steps_per_run=6", "--checkpoint_every=3")
 

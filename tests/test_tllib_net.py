@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from conftest import REPO, run_main, tiny_flags
 
@@ -14,6 +15,8 @@ from biwaa_tf.model import backbones, layers
 from biwaa_tf.model.biwaa import BIWAAModel, MethodConfig
 
 TLLIB = ("--backbone=lenet_tllib", "--heads=tllib", "--batch_norm=joint")
+
+pytestmark = pytest.mark.slow  # whole trainings: -m slow (CI runs them)
 
 
 def test_lenet_tllib_has_the_torch_lenets_parameters():

@@ -209,6 +209,7 @@ def test_help_lists_every_flag():
     assert flag in res.stdout
 
 
+@pytest.mark.slow
 def test_demo_flagfile_end_to_end(tmp_path):
   env = {"BIWAA_TF_DATA": str(tmp_path / "data")}
   res = run_main(["--flagfile=configs/demo.flags", "--steps_per_run=150",
