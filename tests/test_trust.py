@@ -149,6 +149,17 @@ def test_choose_returns_source_only_unless_an_adapted_model_beats_it_by_the_erro
   assert trust.choose([so], 0.03) == (0, "the only model")
 
 
+def test_choose_takes_the_latest_run_the_estimates_cannot_tell_from_the_best():
+  so = _c("source_only", 0.80, 0.0)
+  runs = [so, _c("run_1", 0.92, 0.2), _c("run_2", 0.90, 0.2)]
+  index, why = trust.choose(runs, 0.03)
+  assert index == 2 and "latest run within that error of the best estimate (run_1" in why
+  assert trust.choose(runs, 0.03, rule="best")[0] == 1
+  assert trust.choose([so, _c("run_1", 0.95, 0.2), _c("run_2", 0.90, 0.2)], 0.03)[0] == 1
+  # the latest run must itself beat source-only by more than the error
+  assert trust.choose([so, _c("run_1", 0.85, 0.2), _c("run_2", 0.825, 0.2)], 0.03)[0] == 1
+
+
 @pytest.mark.parametrize("acc, dis, helped, interval", [
     (0.90, 0.20, "likely", [0.07, 0.13]),
     (0.81, 0.20, "unsure", [-0.02, 0.04]),

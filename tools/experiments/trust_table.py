@@ -26,9 +26,11 @@ from biwaa_tf import model_dir_layout as layout
 from biwaa_tf import trust
 
 flags.DEFINE_string("suite", None, "Root of the cells (searched for results.json).")
-flags.DEFINE_float("margin", 0.0, "An adapted model must be estimated better than "
-                   "source-only by more than this accuracy to be returned.")
-flags.DEFINE_enum("estimator", "atc", ["atc", "ac", "agree"], "Accuracy estimator: atc "
+flags.DEFINE_float("margin", trust.ACCURACY_ERROR, "An adapted model must be estimated "
+                   "better than source-only by more than this accuracy to be returned.")
+flags.DEFINE_enum("rule", trust.RULE, ["latest", "best"], "trust.choose's rule among the "
+                  "adapted models estimated within --margin of the best.")
+flags.DEFINE_enum("estimator", "agree", ["atc", "ac", "agree"], "Accuracy estimator: atc "
                   "(average thresholded confidence) or ac (average confidence), both after "
                   "BCTS, or agree (agreement with the candidates' mean prediction).")
 FLAGS = flags.FLAGS
@@ -71,15 +73,22 @@ def cell_rows(model_dir, kind):
     consensus = np.mean([c[4] for c in candidates], axis=0)
     candidates = [(n, 1 - trust.disagreement(target, consensus), t, held, target)
                   for n, _, t, held, target in candidates]
+  facts["targets"] = [c[4] for c in candidates]
   return [(n, e, t) for n, e, t, _, _ in candidates], facts
 
 
-def choose(candidates, margin):
-  """The rule: best estimate; source-only unless an adapted one beats it by > margin."""
-  best = max(candidates[1:], key=lambda c: c[1], default=None)
-  if best is None or best[1] - candidates[0][1] <= margin:
-    return candidates[0]
-  return best
+def choose(candidates, margin, rule):
+  """trust.choose (the library's rule) on this tool's (name, estimate, true) rows."""
+  rows = [{"name": n, "estimated_accuracy": e} for n, e, _ in candidates]
+  return candidates[trust.choose(rows, margin, rule)[0]]
+
+
+def verdict(candidates, targets, margin):
+  """trust.verdict on this tool's rows (the disagreements from the saved outputs)."""
+  rows = [{"name": n, "estimated_accuracy": e,
+           "disagreement_with_source_only": trust.disagreement(t, targets[0])}
+          for (n, e, _), t in zip(candidates, targets)]
+  return trust.verdict(rows, 0, margin)
 
 
 def main(argv):
@@ -94,16 +103,20 @@ def main(argv):
     print(f"error: no finished cell with held-out outputs under {FLAGS.suite}",
           file=sys.stderr)
     return 2
-  print("| cell | true TV | prior TV error | source-only | last run (default) | oracle | "
-        "rule | rule - source-only | estimates (est/true) |")
-  print("|---|---|---|---|---|---|---|---|---|")
+  print("| cell | true TV | prior TV error | source-only | last run | oracle | "
+        "rule | rule - source-only | verdict (true gain) | estimates (est/true) |")
+  print("|---|---|---|---|---|---|---|---|---|---|")
   errors, worst, gains, oracle_gains, tv_errors, consensus_tv = [], [], [], [], [], []
-  gain_errors = []
+  gain_errors, verdicts, last_gains = [], [], []
   for cell in cells:
     candidates, facts = cell_rows(cell, FLAGS.estimator)
     so, last = candidates[0], candidates[-1]
     oracle = max(candidates, key=lambda c: c[2])
-    chosen = choose(candidates, FLAGS.margin)
+    chosen = choose(candidates, FLAGS.margin, FLAGS.rule)
+    v = verdict(candidates, facts["targets"], FLAGS.margin)
+    adapted_true = next(t for n, _, t in candidates if n == v["model"]) - so[2]
+    verdicts.append((v["helped"], adapted_true))
+    last_gains.append(last[2] - so[2])
     errors += [abs(e - t) for _, e, t in candidates]
     # the error of each adapted model's estimated gain over source-only
     gain_errors += [abs((e - so[1]) - (t - so[2])) for _, e, t in candidates[1:]]
@@ -116,9 +129,18 @@ def main(argv):
     print(f"| {name} | {facts['true_tv']:.3f} | {facts['prior_tv_error']:.3f} | "
           f"{100 * so[2]:.2f} | {100 * last[2]:.2f} | {100 * oracle[2]:.2f} ({oracle[0]}) | "
           f"{100 * chosen[2]:.2f} ({chosen[0]}) | {100 * (chosen[2] - so[2]):+.2f} | "
+          f"{v['helped']} ({100 * adapted_true:+.1f}) | "
           + ", ".join(f"{n} {100 * e:.1f}/{100 * t:.1f}" for n, e, t in candidates) + " |")
   kept = sum(gains) / sum(oracle_gains) if sum(oracle_gains) > 0 else float("nan")
-  print(f"\n{len(cells)} cells, --estimator={FLAGS.estimator} --margin={FLAGS.margin}: "
+  likely = [g for h, g in verdicts if h == "likely"]
+  below = [h for h, g in verdicts if g < -0.01]
+  print(f"\nverdict: likely on {len(likely)} cells, right (a true gain > 0) on "
+        f"{sum(g > 0 for g in likely)}; of the {len(below)} best-estimated adapted models more "
+        f"than 1 point below source-only, unlikely on {below.count('unlikely')}. The last run "
+        f"(the paper's choice): worst {100 * min(last_gains):+.2f}, sum "
+        f"{100 * sum(last_gains):+.2f}.")
+  print(f"{len(cells)} cells, --estimator={FLAGS.estimator} --margin={FLAGS.margin} "
+        f"--rule={FLAGS.rule}: "
         f"accuracy estimate MAE {100 * np.mean(errors):.2f} points (max "
         f"{100 * np.max(errors):.2f}), of the gain over source-only MAE "
         f"{100 * np.mean(gain_errors):.2f} (max {100 * np.max(gain_errors):.2f}); "
