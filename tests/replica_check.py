@@ -45,7 +45,7 @@ tf.config.threading.set_inter_op_parallelism_threads(1)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from biwaa_tf.model import aggregation, backbones, biwaa, losses, schedules  # noqa: E402
+from biwaa_tf.model import aggregation, backbones, losses, replicas, schedules  # noqa: E402
 from biwaa_tf.model.biwaa import BIWAAModel, MethodConfig  # noqa: E402
 
 STEPS, B, K, N = int(os.environ.get("STEPS", 20)), 8, 3, 16
@@ -103,7 +103,7 @@ if INJECT == "loss_scale":  # gradients not divided by the replicas: twice the s
              for g in grads])
 elif INJECT == "local_centroids":  # each replica's centroids from its own rows only
   def _local_semantic_loss(self, *args):
-    with mock.patch.object(biwaa, "_gather_global", lambda *t: t):
+    with mock.patch.object(replicas, "gather_global", lambda *t: t):
       return BIWAAModel.semantic_loss(self, *args)
   Probe.semantic_loss = _local_semantic_loss
 elif INJECT:

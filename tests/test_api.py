@@ -135,7 +135,7 @@ import biwaa_tf, json, sys
 import numpy as np
 import tensorflow as tf
 tf.config.threading.set_inter_op_parallelism_threads(1)  # before TF starts: bitwise
-from biwaa_tf.data import demo_digits
+from biwaa_tf.data.demo_digits import load_arrays
 (xs, ys), (xt, yt) = load_arrays("digits_source"), load_arrays("digits_target")
 opts = dict(backbone="lenet", image_size=28, resize_size=32, random_flip=False,
             steps_per_run=30, runs=2, lr=0.01, deterministic=True, verbose=False,
