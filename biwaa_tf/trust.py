@@ -288,7 +288,17 @@ def choose(candidates, error=ACCURACY_ERROR, rule=RULE):
   return pick, why
 
 
-def verdict(candidates, chosen, error=ACCURACY_ERROR):
+def too_few_target_images(images, classes):
+  """Why the label-free estimates cannot be trusted on this target (fewer images than
+  classes: an agreement rate or a class histogram over so few says next to nothing), or
+  None."""
+  if images < classes:
+    return (f"the target has {images} images for {classes} classes, too few for the "
+            "label-free estimates: the source-only model is kept")
+  return None
+
+
+def verdict(candidates, chosen, error=ACCURACY_ERROR, few=False):
   """Did adaptation help? The best adapted model's estimated gain over source-only with
   its interval (+- the estimate's error, and within +- their disagreement, which bounds
   any accuracy difference): likely above 0, unlikely below 0, unsure across it."""
@@ -302,6 +312,8 @@ def verdict(candidates, chosen, error=ACCURACY_ERROR):
   helped = "likely" if lo > 0 else "unlikely" if hi < 0 else "unsure"
   if bound == 0:
     helped = "unchanged"
+  elif few:  # (too_few_target_images): only the disagreement bound holds
+    helped, lo, hi = "unsure", -bound, bound
   return {"helped": helped, "model": adapted["name"], "estimated_gain": round(gain, 4),
           "interval": [round(lo, 4), round(hi, 4)], "returned": candidates[chosen]["name"]}
 

@@ -149,6 +149,17 @@ def test_choose_returns_source_only_unless_an_adapted_model_beats_it_by_the_erro
   assert trust.choose([so], 0.03) == (0, "the only model")
 
 
+def test_too_few_target_images_keep_source_only_and_an_unsure_verdict():
+  assert trust.too_few_target_images(10, 10) is None
+  why = trust.too_few_target_images(3, 10)
+  assert why == ("the target has 3 images for 10 classes, too few for the label-free "
+                 "estimates: the source-only model is kept")
+  runs = [_c("source_only", 0.50, 0.0), _c("run_1", 0.90, 0.5)]
+  assert trust.verdict(runs, 0, 0.03)["helped"] == "likely"
+  few = trust.verdict(runs, 0, 0.03, few=True)
+  assert few["helped"] == "unsure" and few["interval"] == [-0.5, 0.5]
+
+
 def test_choose_takes_the_latest_run_the_estimates_cannot_tell_from_the_best():
   so = _c("source_only", 0.80, 0.0)
   runs = [so, _c("run_1", 0.92, 0.2), _c("run_2", 0.90, 0.2)]

@@ -199,8 +199,11 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
   if summary.get("trust"):
     from biwaa_tf import trust
     candidates = summary["trust"]["candidates"]
-    chosen, why = trust.choose(candidates)
-    summary["verdict"] = trust.verdict(candidates, chosen)
+    few = trust.too_few_target_images(domains.target.size, domains.num_classes)
+    if few:
+      log.warning("%s", few)
+    chosen, why = (0, few) if few else trust.choose(candidates)
+    summary["verdict"] = trust.verdict(candidates, chosen, few=bool(few))
     log.info("verdict: %s", trust.describe_verdict(summary["verdict"]))
     name = candidates[chosen]["name"]
     source = (summary["source_only"] if name == "source_only" else
