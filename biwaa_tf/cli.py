@@ -56,6 +56,20 @@ def parse_flags(argv, usage_line, module_name):
     return 2, None
 
 
+def run_command(argv, doc, module_name, main, positional=False):
+  """A command module's run(argv): its flags parsed (--help: its docstring and flags),
+  then main(the program name and the positional arguments); the exit status. Without
+  `positional`, an argument that is not a flag is refused in one line."""
+  status, rest = parse_flags(argv, doc, module_name)
+  if status is not None:
+    return status
+  if len(rest) > 1 and not positional:
+    print(f"error: unexpected argument {rest[1]!r} (flags look like --name=value)",
+          file=sys.stderr)
+    return 2
+  return main(rest)
+
+
 def main(argv=None):
   argv = list(sys.argv if argv is None else argv)
   if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):

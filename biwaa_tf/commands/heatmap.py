@@ -88,14 +88,7 @@ def plot(raw, dann, biwaa, path):
 def run(argv):
   """`biwaa-tf heatmap`; returns the exit status."""
   from biwaa_tf import cli
-  status, rest = cli.parse_flags(argv, __doc__, __name__)
-  if status is not None:
-    return status
-  if len(rest) > 1:
-    print(f"error: unexpected argument {rest[1]!r} (flags look like --name=value)",
-          file=sys.stderr)
-    return 2
-  return main(rest)
+  return cli.run_command(argv, __doc__, __name__, main)
 
 
 if __name__ == "__main__":

@@ -53,10 +53,7 @@ def main(argv):
 def run(argv):
   """`biwaa-tf make-list`; returns the exit status."""
   from biwaa_tf import cli
-  status, rest = cli.parse_flags(argv, __doc__, __name__)
-  if status is not None:
-    return status
-  return main(rest)
+  return cli.run_command(argv, __doc__, __name__, main, positional=True)
 
 
 if __name__ == "__main__":
