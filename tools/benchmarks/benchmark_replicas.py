@@ -21,7 +21,7 @@ from absl import app, flags
 
 from biwaa_tf import model_dir_layout as layout
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 flags.DEFINE_string("output", "runs/replicas", "Directory for the trainings.")
 flags.DEFINE_list("seeds", ["0", "1"], "Seeds.")
 flags.DEFINE_integer("steps_per_run", 800, "Training steps (the demo's default).")

@@ -33,6 +33,8 @@ import subprocess
 import sys
 import time
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 PHASES = ("time", "step", "checkpoint", "evaluation", "export", "between")
 _TRACE = "BIWAA_KILL_TRACE"
 _PLAN = "BIWAA_KILL_PLAN"
@@ -178,7 +180,7 @@ def _export_digests(*model_dirs):
                         *(os.path.join(d, "export", "variables", "variables")
                           for d in model_dirs)],
                        capture_output=True, text=True, check=True,
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                       cwd=REPO)
   return [line.split() for line in res.stdout.splitlines()]
 
 

@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SKIP = re.compile(r"<!--\s*readme-check:\s*skip:\s*(.*?)\s*-->")
 INSTALL = re.compile(r"^python3 -m venv \.venv && \. \.venv/bin/activate && "
                      r"pip install -e \"[^\"]*\" && ")
