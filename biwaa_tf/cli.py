@@ -40,34 +40,35 @@ def usage():
   return "\n".join(lines)
 
 
-def parse_flags(argv, usage_line, module_name):
-  """Parses argv into absl's FLAGS for a command: (None, the positional arguments), or
-  (exit status, None) after --help or a flag error (one line)."""
+def parse_flags(argv, usage, help_text, positional=False):
+  """Parses argv into absl's FLAGS for a command: (None, the program name and the
+  positional arguments), or (exit status, None) after --help (`usage`, then
+  `help_text()`) or a flag error (one line). Without `positional`, an argument that is
+  not a flag is refused in one line."""
   from absl import flags
-  fv = flags.FLAGS
   if any(a in ("-h", "--help", "-help", "--helpfull", "--helpshort") for a in argv[1:]):
-    print(usage_line)
-    print(fv.module_help(module_name))
+    print(usage)
+    print(help_text())
     return 0, None
   try:
-    return None, fv(argv)
+    rest = flags.FLAGS(argv)
   except flags.Error as e:
     print(f"error: {e}".splitlines()[0], file=sys.stderr)
     return 2, None
+  if len(rest) > 1 and not positional:
+    print(f"error: unexpected argument {rest[1]!r} (flags look like --name=value)",
+          file=sys.stderr)
+    return 2, None
+  return None, rest
 
 
 def run_command(argv, doc, module_name, main, positional=False):
   """A command module's run(argv): its flags parsed (--help: its docstring and flags),
-  then main(the program name and the positional arguments); the exit status. Without
-  `positional`, an argument that is not a flag is refused in one line."""
-  status, rest = parse_flags(argv, doc, module_name)
-  if status is not None:
-    return status
-  if len(rest) > 1 and not positional:
-    print(f"error: unexpected argument {rest[1]!r} (flags look like --name=value)",
-          file=sys.stderr)
-    return 2
-  return main(rest)
+  then main(the program name and the positional arguments); the exit status."""
+  from absl import flags
+  status, rest = parse_flags(argv, doc, lambda: flags.FLAGS.module_help(module_name),
+                             positional)
+  return status if status is not None else main(rest)
 
 
 def main(argv=None):

@@ -29,21 +29,9 @@ usage: biwaa-tf train --flagfile=configs/TASK.flags [--flag=value ...]
 
 def parse(argv):
   """Parses argv into FLAGS; returns an exit status, or None to go on."""
-  if any(a in ("-h", "--help", "-help", "--helpfull", "--helpshort") for a in argv[1:]):
-    print(USAGE)
-    print("Flags (a flagfile holds the same, one a line; --noNAME turns a boolean off):")
-    print(biwaa_flags.grouped_help())
-    return 0
-  try:
-    rest = FLAGS(argv)
-  except flags.Error as e:
-    print(f"error: {e}".splitlines()[0], file=sys.stderr)
-    return 2
-  if len(rest) > 1:
-    print(f"error: unexpected argument {rest[1]!r} (flags look like --name=value)",
-          file=sys.stderr)
-    return 2
-  return None
+  from biwaa_tf import cli
+  return cli.parse_flags(argv, USAGE, lambda: "Flags (a flagfile holds the same, one a "
+                         "line; --noNAME turns a boolean off):\n" + biwaa_flags.grouped_help())[0]
 
 
 def run(argv=None):

@@ -96,10 +96,6 @@ def is_done(model_dir):
   return os.path.exists(path(model_dir, RESULTS))
 
 
-def run_is_done(run_directory):
-  return os.path.exists(os.path.join(run_directory, RUN_RESULT))
-
-
 def read_results(model_dir):
   """results.json's summary."""
   return read_json(path(model_dir, RESULTS))
