@@ -136,6 +136,7 @@ def test_assess_estimates_from_the_candidates_and_the_source_only_model():
   true = np.mean(target_p.argmax(1) == target_y)
   assert source_only["atc_accuracy"] == pytest.approx(true, abs=0.06)
   assert flat_c["disagreement_with_source_only"] == pytest.approx(1 - direct[0], abs=1e-4)
+  assert out["runs_spread"] == 0.0  # one adapted candidate: no pair to disagree
 
 
 def _c(name, acc, dis):
@@ -147,6 +148,27 @@ def test_choose_returns_source_only_unless_an_adapted_model_beats_it_by_the_erro
   assert trust.choose([so, _c("run_0", 0.82, 0.2), _c("run_1", 0.90, 0.2)], 0.03)[0] == 2
   assert trust.choose([so, _c("run_0", 0.82, 0.2), _c("run_1", 0.83, 0.2)], 0.03)[0] == 0
   assert trust.choose([so], 0.03) == (0, "the only model")
+
+
+def test_runs_spread_is_the_mean_pairwise_disagreement():
+  eye = np.eye(3)
+  a, b, c = eye[[0, 1, 2, 0]], eye[[0, 1, 1, 1]], eye[[2, 1, 2, 0]]
+  # pairs: (a, b) 2/4, (a, c) 1/4, (b, c) 3/4
+  assert trust.runs_spread([a, b, c]) == pytest.approx((0.5 + 0.25 + 0.75) / 3)
+  assert trust.runs_spread([a, b]) == 0.5
+  assert trust.runs_spread([a]) == 0.0 and trust.runs_spread([]) == 0.0
+
+
+def test_the_runs_spread_widens_the_error_bar_of_choose_and_the_verdict():
+  so = _c("source_only", 0.80, 0.0)
+  runs = [so, _c("run_1", 0.90, 0.3), _c("run_2", 0.89, 0.3)]
+  assert trust.choose(runs, 0.03, spread=0.05)[0] == 2  # 0.09 > 0.03 + 0.05
+  index, why = trust.choose(runs, 0.03, spread=0.08)   # 0.10 <= 0.03 + 0.08
+  assert index == 0 and "error bar (11.0 points: 3.0 + the runs' spread 8.0" in why
+  v = trust.verdict(runs, 0, 0.03, spread=0.08)
+  assert v["helped"] == "unsure" and v["model"] == "run_1"
+  np.testing.assert_allclose(v["interval"], [-0.01, 0.21], atol=1e-9)
+  assert trust.error_bar(0.03, 0.08) == pytest.approx(0.11)
 
 
 def test_too_few_target_images_keep_source_only_and_an_unsure_verdict():
@@ -164,7 +186,7 @@ def test_choose_takes_the_latest_run_the_estimates_cannot_tell_from_the_best():
   so = _c("source_only", 0.80, 0.0)
   runs = [so, _c("run_1", 0.92, 0.2), _c("run_2", 0.90, 0.2)]
   index, why = trust.choose(runs, 0.03)
-  assert index == 2 and "latest run within that error of the best estimate (run_1" in why
+  assert index == 2 and "the latest run within 3.0 of the best estimate (run_1" in why
   assert trust.choose(runs, 0.03, rule="best")[0] == 1
   assert trust.choose([so, _c("run_1", 0.95, 0.2), _c("run_2", 0.90, 0.2)], 0.03)[0] == 1
   # the latest run must itself beat source-only by more than the error

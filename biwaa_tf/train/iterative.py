@@ -202,8 +202,9 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
     few = trust.too_few_target_images(domains.target.size, domains.num_classes)
     if few:
       log.warning("%s", few)
-    chosen, why = (0, few) if few else trust.choose(candidates)
-    summary["verdict"] = trust.verdict(candidates, chosen, few=bool(few))
+    spread = summary["trust"].get("runs_spread", 0.0)
+    chosen, why = (0, few) if few else trust.choose(candidates, spread=spread)
+    summary["verdict"] = trust.verdict(candidates, chosen, few=bool(few), spread=spread)
     log.info("verdict: %s", trust.describe_verdict(summary["verdict"]))
     name = candidates[chosen]["name"]
     source = (summary["source_only"] if name == "source_only" else
@@ -256,9 +257,10 @@ def _assess(cfg, domains, reference, run_dirs):
   log.info("estimated target class proportions %s (90%% interval width up to %.3f): TV %.3f "
            "from the source's", p["estimate"],
            max(h - lo for lo, h in zip(*p["interval_90"])), p["tv_from_source"])
-  log.info("estimated target accuracy (agreement with the models' mean prediction): %s",
+  log.info("estimated target accuracy (agreement with the models' mean prediction): %s; "
+           "the adapted runs disagree on %.1f%% of the target",
            ", ".join(f"{c['name']} {100 * c['estimated_accuracy']:.1f}%"
-                     for c in out["candidates"]))
+                     for c in out["candidates"]), 100 * out["runs_spread"])
   return out
 
 

@@ -1,7 +1,7 @@
 """Re-scores a trust suite from its saved outputs, in seconds, without retraining.
 
-    python -m tools.experiments.trust_table --suite=runs/trust/tuning [--margin=0.02] \
-        [--estimator=atc]
+    python -m tools.experiments.trust_table --suite=runs/trust/tuning [--cells='*/*/*/seed2'] \
+        [--margin=0.02] [--estimator=atc]
 
 A cell is a no-flag default training (label-shift check on) whose model_dir holds
 heldout_labels.npy and, for the source-only probe and every run, heldout_probs.npy and
@@ -11,8 +11,9 @@ estimate's error (TV from the true target class proportions), each candidate's
 estimated and true accuracy, and the model a rule returns against source-only, the
 last run (today's default) and the oracle (the best candidate by target labels).
 
-The rule: the candidate with the best estimate, but source-only unless an adapted one
-is estimated better by more than --margin.
+The rule is the library's (trust.choose): source-only unless an adapted model is
+estimated better by more than the error bar (--margin plus the adapted runs' spread), then
+the latest run within --margin of the best estimate.
 """
 
 import glob
@@ -26,6 +27,8 @@ from biwaa_tf import model_dir_layout as layout
 from biwaa_tf import trust
 
 flags.DEFINE_string("suite", None, "Root of the cells (searched for results.json).")
+flags.DEFINE_string("cells", "**", "Glob, under --suite, of the cell directories to score "
+                    "(e.g. '*/*/*/seed2' for one seed).")
 flags.DEFINE_float("margin", trust.ACCURACY_ERROR, "An adapted model must be estimated "
                    "better than source-only by more than this accuracy to be returned.")
 flags.DEFINE_enum("rule", trust.RULE, ["latest", "best"], "trust.choose's rule among the "
@@ -74,21 +77,22 @@ def cell_rows(model_dir, kind):
     candidates = [(n, 1 - trust.disagreement(target, consensus), t, held, target)
                   for n, _, t, held, target in candidates]
   facts["targets"] = [c[4] for c in candidates]
+  facts["spread"] = trust.runs_spread(facts["targets"][1:])
   return [(n, e, t) for n, e, t, _, _ in candidates], facts
 
 
-def choose(candidates, margin, rule):
+def choose(candidates, margin, rule, spread):
   """trust.choose (the library's rule) on this tool's (name, estimate, true) rows."""
   rows = [{"name": n, "estimated_accuracy": e} for n, e, _ in candidates]
-  return candidates[trust.choose(rows, margin, rule)[0]]
+  return candidates[trust.choose(rows, margin, rule, spread)[0]]
 
 
-def verdict(candidates, targets, margin):
+def verdict(candidates, targets, margin, spread):
   """trust.verdict on this tool's rows (the disagreements from the saved outputs)."""
   rows = [{"name": n, "estimated_accuracy": e,
            "disagreement_with_source_only": trust.disagreement(t, targets[0])}
           for (n, e, _), t in zip(candidates, targets)]
-  return trust.verdict(rows, 0, margin)
+  return trust.verdict(rows, 0, margin, spread=spread)
 
 
 def main(argv):
@@ -97,23 +101,23 @@ def main(argv):
     print("error: --suite is required", file=sys.stderr)
     return 2
   cells = sorted(os.path.dirname(p) for p in glob.glob(
-      os.path.join(FLAGS.suite, "**", layout.RESULTS), recursive=True))
+      os.path.join(FLAGS.suite, FLAGS.cells, layout.RESULTS), recursive=True))
   cells = [c for c in cells if os.path.exists(layout.path(c, layout.HELDOUT_LABELS))]
   if not cells:
     print(f"error: no finished cell with held-out outputs under {FLAGS.suite}",
           file=sys.stderr)
     return 2
-  print("| cell | true TV | prior TV error | source-only | last run | oracle | "
+  print("| cell | true TV | prior TV error | runs' spread | source-only | last run | oracle | "
         "rule | rule - source-only | verdict (true gain) | estimates (est/true) |")
-  print("|---|---|---|---|---|---|---|---|---|---|")
+  print("|---|---|---|---|---|---|---|---|---|---|---|")
   errors, worst, gains, oracle_gains, tv_errors, consensus_tv = [], [], [], [], [], []
   gain_errors, verdicts, last_gains = [], [], []
   for cell in cells:
     candidates, facts = cell_rows(cell, FLAGS.estimator)
     so, last = candidates[0], candidates[-1]
     oracle = max(candidates, key=lambda c: c[2])
-    chosen = choose(candidates, FLAGS.margin, FLAGS.rule)
-    v = verdict(candidates, facts["targets"], FLAGS.margin)
+    chosen = choose(candidates, FLAGS.margin, FLAGS.rule, facts["spread"])
+    v = verdict(candidates, facts["targets"], FLAGS.margin, facts["spread"])
     adapted_true = next(t for n, _, t in candidates if n == v["model"]) - so[2]
     verdicts.append((v["helped"], adapted_true))
     last_gains.append(last[2] - so[2])
@@ -127,6 +131,7 @@ def main(argv):
     consensus_tv.append(facts["consensus_prior_tv_error"])
     name = os.path.relpath(cell, FLAGS.suite)
     print(f"| {name} | {facts['true_tv']:.3f} | {facts['prior_tv_error']:.3f} | "
+          f"{100 * facts['spread']:.1f} | "
           f"{100 * so[2]:.2f} | {100 * last[2]:.2f} | {100 * oracle[2]:.2f} ({oracle[0]}) | "
           f"{100 * chosen[2]:.2f} ({chosen[0]}) | {100 * (chosen[2] - so[2]):+.2f} | "
           f"{v['helped']} ({100 * adapted_true:+.1f}) | "
