@@ -14,12 +14,30 @@ from biwaa_tf import config
 _DEFINED = []
 
 
+class _OrNone(flags.ArgumentParser):
+  """A number flag whose unset value (None: decided from the other options) is written
+  "None" in flags.txt, so that the file reads back as a flagfile."""
+
+  def __init__(self, parser):
+    self._parser = parser
+
+  def parse(self, argument):
+    return None if argument in (None, "None") else self._parser.parse(argument)
+
+  def flag_type(self):
+    return self._parser.flag_type()
+
+
 def _define(name, field):
   default, text = field.default, field.metadata["help"]
   if name in config.CHOICES:
     flags.DEFINE_enum(name, default, list(config.CHOICES[name]), text)
     return
   kind = field.type if isinstance(field.type, str) else field.type.__name__
+  if default is None and kind in ("int", "float"):
+    number = flags.IntegerParser() if kind == "int" else flags.FloatParser()
+    flags.DEFINE(_OrNone(number), name, None, text, serializer=flags.ArgumentSerializer())
+    return
   define = {"str": flags.DEFINE_string, "int": flags.DEFINE_integer,
             "float": flags.DEFINE_float, "bool": flags.DEFINE_boolean}[kind]
   define(name, default, text)

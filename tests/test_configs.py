@@ -6,6 +6,7 @@ import os
 import pytest
 from conftest import REPO
 
+from biwaa_tf import config
 from biwaa_tf import flags as biwaa_flags
 from biwaa_tf import main as main_lib
 from biwaa_tf.train import preflight
@@ -40,6 +41,27 @@ def test_flagfile_resolves(path, monkeypatch):
     assert "lr 0.001" in out
   if name.startswith("dn_"):
     assert "_test.txt" in out and "40" in out
+
+
+def test_a_trainings_flags_txt_reads_back_as_a_flagfile(tmp_path, monkeypatch):
+  """flags.txt (config.resolved_flags_text) is a flagfile: every line, "None" values of
+  the options decided from the others included, parses back to the same configuration."""
+  monkeypatch.chdir(REPO)
+  main_lib.FLAGS.unparse_flags()
+  assert main_lib.parse(["prog", "--flagfile=configs/digits_m2u_lt.flags",
+                         "--label_shift_check"]) is None
+  cfg = biwaa_flags.config_from_flags(main_lib.FLAGS)
+  assert cfg.heldout_fraction is None and cfg.resize_size is not None
+  text = config.resolved_flags_text(cfg)
+  assert "--heldout_fraction=None\n" in text
+  (tmp_path / "flags.txt").write_text(text)
+  main_lib.FLAGS.unparse_flags()
+  assert main_lib.parse(["prog", f"--flagfile={tmp_path / 'flags.txt'}"]) is None
+  assert biwaa_flags.config_from_flags(main_lib.FLAGS) == cfg
+  main_lib.FLAGS.unparse_flags()
+  assert main_lib.parse(["prog", f"--flagfile={tmp_path / 'flags.txt'}",
+                         "--heldout_fraction=0.1"]) is None
+  assert biwaa_flags.config_from_flags(main_lib.FLAGS).heldout_fraction == 0.1
 
 
 # The digits flagfiles nest on configs/digits.flags: (source, target, lr, centroid warm-up,
