@@ -42,38 +42,48 @@ def apply_bcts(probs, temperature, bias):
   return _softmax(_log(np.asarray(probs, np.float64)) / temperature + bias)
 
 
-def calibrate_bcts(probs, labels, iterations=500, ridge=1e-4):
+def calibrate_bcts(probs, labels, iterations=50, ridge=1e-4):
   """(T, b) minimising the held-out negative log-likelihood of softmax(log p / T + b).
 
-  Convex in (1/T, b); solved by gradient descent with backtracking. `ridge` keeps b of a
-  class absent from the split finite (b has a free constant: the ridge fixes its sum)."""
+  Convex in (a = 1/T, b); solved by Newton's method with backtracking (the Hessian of the
+  softmax cross-entropy through z = a log p + b). `ridge` keeps b of a class absent from
+  the split finite (b has a free constant: the ridge fixes its sum)."""
   logits = _log(np.asarray(probs, np.float64))
   labels = np.asarray(labels)
   n, k = logits.shape
   onehot = np.eye(k)[labels]
 
-  def loss_and_grad(a, b):
-    p = _softmax(a * logits + b)
-    nll = -np.mean(np.log(np.clip((p * onehot).sum(1), _EPS, None))) + ridge * (b @ b)
-    r = (p - onehot) / n
-    return nll, float((r * logits).sum()), r.sum(0) + 2 * ridge * b
+  def loss(a, b):
+    z = a * logits + b
+    zmax = z.max(1, keepdims=True)
+    lse = (zmax[:, 0] + np.log(np.exp(z - zmax).sum(1)))
+    return float(np.mean(lse - (z * onehot).sum(1))) + ridge * (b @ b)
 
-  a, b, step = 1.0, np.zeros(k), 1.0
-  loss, ga, gb = loss_and_grad(a, b)
+  a, b = 1.0, np.zeros(k)
+  current = loss(a, b)
   for _ in range(iterations):
-    norm = ga * ga + gb @ gb
-    if norm < 1e-16:
+    p = _softmax(a * logits + b)
+    r = p - onehot
+    grad = np.concatenate([[(r * logits).sum() / n], r.sum(0) / n + 2 * ridge * b])
+    pl = (p * logits).sum(1)  # p_i . l_i
+    hess = np.empty((k + 1, k + 1))
+    hess[0, 0] = np.mean((p * logits ** 2).sum(1) - pl ** 2)
+    hess[0, 1:] = hess[1:, 0] = ((p * logits) - p * pl[:, None]).mean(0)
+    hess[1:, 1:] = np.diag(p.mean(0)) - p.T @ p / n + 2 * ridge * np.eye(k)
+    step = np.linalg.solve(hess + 1e-12 * np.eye(k + 1), grad)
+    decrease = float(grad @ step)
+    if decrease < 1e-14:
       break
-    while step > 1e-12:  # Armijo backtracking
-      a_new, b_new = a - step * ga, b - step * gb
-      new = loss_and_grad(a_new, b_new)
-      if new[0] <= loss - 0.5 * step * norm:
-        a, b, (loss, ga, gb) = a_new, b_new, new
-        step *= 2.0
+    t = 1.0
+    while t > 1e-10:  # Armijo backtracking
+      a_new, b_new = a - t * step[0], b - t * step[1:]
+      new = loss(a_new, b_new)
+      if new <= current - 0.25 * t * decrease:
         break
-      step *= 0.5
+      t *= 0.5
     else:
       break
+    a, b, current = a_new, b_new, new
   return 1.0 / a, b
 
 
