@@ -9,6 +9,7 @@ import pytest
 from conftest import run_main, tiny_flags
 
 from biwaa_tf import label_shift
+from biwaa_tf import trust as trust_lib
 from biwaa_tf.config import TrainConfig, make_config, run_config
 from biwaa_tf.data import pipeline
 from biwaa_tf.errors import UserError
@@ -240,6 +241,12 @@ def test_check_trains_exactly_one_of_the_two_paths(tiny_domains, tmp_path, thres
   # (on the label-shift path run 0 is the probe: not a candidate of its own)
   assert [c["name"] for c in trust["candidates"]] == (
       ["source_only", "run_1"] if decision["shift"] else ["source_only", "run_0", "run_1"])
+  # the error bar: the typical error plus the adapted candidates' mean pairwise disagreement
+  adapted = [np.load(out / c["name"] / "target_probs.npy") for c in trust["candidates"][1:]]
+  spread = (np.mean(adapted[0].argmax(1) != adapted[1].argmax(1)) if len(adapted) == 2
+            else 0.0)
+  assert trust["runs_spread"] == pytest.approx(spread, abs=1e-4)
+  assert trust["gain_error_bar"] == pytest.approx(trust_lib.ACCURACY_ERROR + spread, abs=1e-4)
   returned = summary["returned"]
   assert returned["model"] in [c["name"] for c in trust["candidates"]]
   assert f"returned model: {returned['model']}" in res.stderr

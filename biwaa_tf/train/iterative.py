@@ -203,6 +203,7 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
     if few:
       log.warning("%s", few)
     spread = summary["trust"].get("runs_spread", 0.0)
+    summary["trust"]["gain_error_bar"] = round(trust.error_bar(spread=spread), 4)
     chosen, why = (0, few) if few else trust.choose(candidates, spread=spread)
     summary["verdict"] = trust.verdict(candidates, chosen, few=bool(few), spread=spread)
     log.info("verdict: %s", trust.describe_verdict(summary["verdict"]))
