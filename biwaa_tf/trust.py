@@ -294,8 +294,9 @@ def choose(candidates, error=ACCURACY_ERROR, rule=RULE, spread=0.0):
     return 0, "the only model"
   top = max(candidates[i]["estimated_accuracy"] for i in adapted)
   gain, bar = top - so, error_bar(error, spread)
-  bar_text = (f"{100 * bar:.1f} points: {100 * error:.1f} + the runs' spread "
-              f"{100 * spread:.1f}")
+  bar_text = (f"{100 * bar:.1f} points: {100 * error:g} + the runs' spread "
+              f"{100 * spread:.1f}" if len(adapted) > 1 else
+              f"{100 * bar:g} points; one adapted run, no spread between runs to add")
   if gain <= bar:
     return 0, (f"no adapted model is estimated better than source-only by more than the "
                f"error bar ({bar_text}; the best: {100 * gain:+.1f})")
@@ -310,7 +311,7 @@ def choose(candidates, error=ACCURACY_ERROR, rule=RULE, spread=0.0):
   why = (f"estimated {100 * own:+.1f} points over source-only, more than the error bar "
          f"({bar_text})")
   if pick != best:
-    why += (f"; the latest run within {100 * error:.1f} of the best estimate "
+    why += (f"; the latest run within {100 * error:g} of the best estimate "
             f"({candidates[best]['name']}, {100 * gain:+.1f})")
   return pick, why
 

@@ -164,7 +164,10 @@ def test_the_runs_spread_widens_the_error_bar_of_choose_and_the_verdict():
   runs = [so, _c("run_1", 0.90, 0.3), _c("run_2", 0.89, 0.3)]
   assert trust.choose(runs, 0.03, spread=0.05)[0] == 2  # 0.09 > 0.03 + 0.05
   index, why = trust.choose(runs, 0.03, spread=0.08)   # 0.10 <= 0.03 + 0.08
-  assert index == 0 and "error bar (11.0 points: 3.0 + the runs' spread 8.0" in why
+  assert index == 0 and "error bar (11.0 points: 3 + the runs' spread 8.0" in why
+  one = trust.choose([so, _c("run_1", 0.90, 0.3)], 0.0225)[1]
+  assert one.endswith("more than the error bar (2.25 points; one adapted run, no spread "
+                      "between runs to add)")
   v = trust.verdict(runs, 0, 0.03, spread=0.08)
   assert v["helped"] == "unsure" and v["model"] == "run_1"
   np.testing.assert_allclose(v["interval"], [-0.01, 0.21], atol=1e-9)
@@ -186,7 +189,7 @@ def test_choose_takes_the_latest_run_the_estimates_cannot_tell_from_the_best():
   so = _c("source_only", 0.80, 0.0)
   runs = [so, _c("run_1", 0.92, 0.2), _c("run_2", 0.90, 0.2)]
   index, why = trust.choose(runs, 0.03)
-  assert index == 2 and "the latest run within 3.0 of the best estimate (run_1" in why
+  assert index == 2 and "the latest run within 3 of the best estimate (run_1" in why
   assert trust.choose(runs, 0.03, rule="best")[0] == 1
   assert trust.choose([so, _c("run_1", 0.95, 0.2), _c("run_2", 0.90, 0.2)], 0.03)[0] == 1
   # the latest run must itself beat source-only by more than the error

@@ -258,10 +258,11 @@ def _assess(cfg, domains, reference, run_dirs):
   log.info("estimated target class proportions %s (90%% interval width up to %.3f): TV %.3f "
            "from the source's", p["estimate"],
            max(h - lo for lo, h in zip(*p["interval_90"])), p["tv_from_source"])
-  log.info("estimated target accuracy (agreement with the models' mean prediction): %s; "
-           "the adapted runs disagree on %.1f%% of the target",
+  spread = (f"; the adapted runs disagree on {100 * out['runs_spread']:.1f}% of the target"
+            if len(out["candidates"]) > 2 else "")
+  log.info("estimated target accuracy (agreement with the models' mean prediction): %s%s",
            ", ".join(f"{c['name']} {100 * c['estimated_accuracy']:.1f}%"
-                     for c in out["candidates"]), 100 * out["runs_spread"])
+                     for c in out["candidates"]), spread)
   return out
 
 
