@@ -20,6 +20,7 @@ class _OrNone(flags.ArgumentParser):
 
   def __init__(self, parser):
     self._parser = parser
+    self.syntactic_help = f"{parser.syntactic_help} or None"
 
   def parse(self, argument):
     return None if argument in (None, "None") else self._parser.parse(argument)

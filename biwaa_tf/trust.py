@@ -47,7 +47,9 @@ def calibrate_bcts(probs, labels, iterations=50, ridge=1e-4):
 
   Convex in (a = 1/T, b); solved by Newton's method with backtracking (the Hessian of the
   softmax cross-entropy through z = a log p + b). `ridge` keeps b of a class absent from
-  the split finite (b has a free constant: the ridge fixes its sum)."""
+  the split finite (b has a free constant: the ridge fixes its sum), and 1/T finite on a
+  split the model classifies perfectly (a ridge on 1/T - 1: no temperature would
+  otherwise be optimal there)."""
   logits = _log(np.asarray(probs, np.float64))
   labels = np.asarray(labels)
   n, k = logits.shape
@@ -57,17 +59,18 @@ def calibrate_bcts(probs, labels, iterations=50, ridge=1e-4):
     z = a * logits + b
     zmax = z.max(1, keepdims=True)
     lse = (zmax[:, 0] + np.log(np.exp(z - zmax).sum(1)))
-    return float(np.mean(lse - (z * onehot).sum(1))) + ridge * (b @ b)
+    return float(np.mean(lse - (z * onehot).sum(1))) + ridge * (b @ b + (a - 1) ** 2)
 
   a, b = 1.0, np.zeros(k)
   current = loss(a, b)
   for _ in range(iterations):
     p = _softmax(a * logits + b)
     r = p - onehot
-    grad = np.concatenate([[(r * logits).sum() / n], r.sum(0) / n + 2 * ridge * b])
+    grad = np.concatenate([[(r * logits).sum() / n + 2 * ridge * (a - 1)],
+                           r.sum(0) / n + 2 * ridge * b])
     pl = (p * logits).sum(1)  # p_i . l_i
     hess = np.empty((k + 1, k + 1))
-    hess[0, 0] = np.mean((p * logits ** 2).sum(1) - pl ** 2)
+    hess[0, 0] = np.mean((p * logits ** 2).sum(1) - pl ** 2) + 2 * ridge
     hess[0, 1:] = hess[1:, 0] = ((p * logits) - p * pl[:, None]).mean(0)
     hess[1:, 1:] = np.diag(p.mean(0)) - p.T @ p / n + 2 * ridge * np.eye(k)
     step = np.linalg.solve(hess + 1e-12 * np.eye(k + 1), grad)
@@ -294,9 +297,9 @@ def choose(candidates, error=ACCURACY_ERROR, rule=RULE, spread=0.0):
     return 0, "the only model"
   top = max(candidates[i]["estimated_accuracy"] for i in adapted)
   gain, bar = top - so, error_bar(error, spread)
-  bar_text = (f"{100 * bar:.1f} points: {100 * error:g} + the runs' spread "
-              f"{100 * spread:.1f}" if len(adapted) > 1 else
-              f"{100 * bar:g} points; one adapted run, no spread between runs to add")
+  bar_text = (f"{100 * bar:.2f} points: {100 * error:.2f} + the runs' spread "
+              f"{100 * spread:.2f}" if len(adapted) > 1 or spread else
+              f"{100 * bar:.2f} points; one adapted run, no spread between runs to add")
   if gain <= bar:
     return 0, (f"no adapted model is estimated better than source-only by more than the "
                f"error bar ({bar_text}; the best: {100 * gain:+.1f})")
@@ -311,7 +314,7 @@ def choose(candidates, error=ACCURACY_ERROR, rule=RULE, spread=0.0):
   why = (f"estimated {100 * own:+.1f} points over source-only, more than the error bar "
          f"({bar_text})")
   if pick != best:
-    why += (f"; the latest run within {100 * error:g} of the best estimate "
+    why += (f"; the latest run within {100 * error:.2f} points of the best estimate "
             f"({candidates[best]['name']}, {100 * gain:+.1f})")
   return pick, why
 

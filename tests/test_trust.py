@@ -60,6 +60,19 @@ def test_bcts_undoes_a_temperature_and_a_bias():
   assert nll(fixed) == pytest.approx(nll(probs), abs=5e-3)  # the exact posteriors' NLL
 
 
+def test_bcts_keeps_a_finite_temperature_on_a_perfectly_classified_split():
+  probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.4, 0.6]])
+  labels = np.array([0, 1, 0, 1])  # every argmax right: sharper is always better
+  t, b = trust.calibrate_bcts(probs, labels)
+  # the ridge on 1/T - 1 balances the vanishing gain: at the optimum the NLL's slope in
+  # a = 1/T equals -2 * ridge * (a - 1)
+  a = 1 / t
+  p = trust.apply_bcts(probs, t, b)
+  logits = np.log(probs)
+  slope = np.mean(((p - np.eye(2)[labels]) * logits).sum(1))
+  assert 1 < a < 1e3 and slope == pytest.approx(-2e-4 * (a - 1), rel=1e-3)
+
+
 def test_prior_correction_gives_the_target_posterior():
   probs, _, x = sample(Q, 50, 5)
   like = np.exp(-0.5 * (x[:, None] - MEANS[None]) ** 2)
@@ -164,7 +177,7 @@ def test_the_runs_spread_widens_the_error_bar_of_choose_and_the_verdict():
   runs = [so, _c("run_1", 0.90, 0.3), _c("run_2", 0.89, 0.3)]
   assert trust.choose(runs, 0.03, spread=0.05)[0] == 2  # 0.09 > 0.03 + 0.05
   index, why = trust.choose(runs, 0.03, spread=0.08)   # 0.10 <= 0.03 + 0.08
-  assert index == 0 and "error bar (11.0 points: 3 + the runs' spread 8.0" in why
+  assert index == 0 and "error bar (11.00 points: 3.00 + the runs' spread 8.00" in why
   one = trust.choose([so, _c("run_1", 0.90, 0.3)], 0.0225)[1]
   assert one.endswith("more than the error bar (2.25 points; one adapted run, no spread "
                       "between runs to add)")
@@ -189,7 +202,7 @@ def test_choose_takes_the_latest_run_the_estimates_cannot_tell_from_the_best():
   so = _c("source_only", 0.80, 0.0)
   runs = [so, _c("run_1", 0.92, 0.2), _c("run_2", 0.90, 0.2)]
   index, why = trust.choose(runs, 0.03)
-  assert index == 2 and "the latest run within 3 of the best estimate (run_1" in why
+  assert index == 2 and "the latest run within 3.00 points of the best estimate (run_1" in why
   assert trust.choose(runs, 0.03, rule="best")[0] == 1
   assert trust.choose([so, _c("run_1", 0.95, 0.2), _c("run_2", 0.90, 0.2)], 0.03)[0] == 1
   # the latest run must itself beat source-only by more than the error

@@ -206,7 +206,8 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
     summary["trust"]["gain_error_bar"] = round(trust.error_bar(spread=spread), 4)
     chosen, why = (0, few) if few else trust.choose(candidates, spread=spread)
     summary["verdict"] = trust.verdict(candidates, chosen, few=bool(few), spread=spread)
-    log.info("verdict: %s", trust.describe_verdict(summary["verdict"]))
+    if summary["verdict"]:  # (None without an adapted candidate)
+      log.info("verdict: %s", trust.describe_verdict(summary["verdict"]))
     name = candidates[chosen]["name"]
     source = (summary["source_only"] if name == "source_only" else
               next(r for r in results if layout.run_name(r["run"]) == name))

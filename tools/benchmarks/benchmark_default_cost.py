@@ -6,11 +6,11 @@ estimates) against the paper's BIWAA-I (--nolabel_shift_check), end to end, same
         [--repeats=2] [--runs=3] [--steps_per_run=1000]
 
 Each measurement is one `python -m biwaa_tf.main` command on a task's flagfile (MNIST ->
-USPS, LeNet), from start to exit; the two settings alternate within each repeat so that
-a change of machine load falls on both. The default's path depends on the target: a
+USPS, LeNet), from start to exit; both settings run within each repeat so that a change
+of machine load falls on both. The default's path depends on the target: a
 target found shifted trains the probe and runs 1.. (run 0 is the probe), an unshifted
-one the probe and every run. Reported per target: the median wall time of each setting
-and their ratio.
+one the probe and every run. The order of the two settings alternates between repeats.
+Reported per target: the median wall time of each setting and their ratio.
 """
 
 import os
@@ -60,7 +60,8 @@ def main(argv):
   paths = {}
   for r in range(FLAGS.repeats):
     for target in FLAGS.targets:
-      for setting in SETTINGS:
+      order = list(SETTINGS) if r % 2 == 0 else list(SETTINGS)[::-1]  # warm-up on both
+      for setting in order:
         wall, path = time_command(target, setting)
         times[target, setting].append(wall)
         paths.setdefault(target, path if setting == "default" else None)
@@ -71,10 +72,10 @@ def main(argv):
     d = statistics.median(times[target, "default"])
     p = statistics.median(times[target, "paper BIWAA-I"])
     print(f"| {target} | {paths[target]} | {d:.1f} | {p:.1f} | {d / p:.2f}x |")
-  print(f"\n{FLAGS.repeats} repeats, medians, --runs={FLAGS.runs} "
-        f"--steps_per_run={FLAGS.steps_per_run}. rerun: python -m "
-        f"tools.benchmarks.benchmark_default_cost --data_root={FLAGS.data_root} "
-        f"--targets={','.join(FLAGS.targets)} --repeats={FLAGS.repeats}")
+  print(f"\n{FLAGS.repeats} repeats, medians. rerun: python -m "
+        f"tools.benchmarks.benchmark_default_cost --task={FLAGS.task} "
+        f"--data_root={FLAGS.data_root} --targets={','.join(FLAGS.targets)} "
+        f"--repeats={FLAGS.repeats} --runs={FLAGS.runs} --steps_per_run={FLAGS.steps_per_run}")
 
 
 if __name__ == "__main__":

@@ -29,8 +29,9 @@ from biwaa_tf import trust
 flags.DEFINE_string("suite", None, "Root of the cells (searched for results.json).")
 flags.DEFINE_string("cells", "**", "Glob, under --suite, of the cell directories to score "
                     "(e.g. '*/*/*/seed2' for one seed).")
-flags.DEFINE_float("margin", trust.ACCURACY_ERROR, "An adapted model must be estimated "
-                   "better than source-only by more than this accuracy to be returned.")
+flags.DEFINE_float("margin", trust.ACCURACY_ERROR, "The estimated gain's typical error: "
+                   "an adapted model must be estimated better than source-only by more than "
+                   "this plus the adapted runs' spread to be returned.")
 flags.DEFINE_enum("rule", trust.RULE, ["latest", "best"], "trust.choose's rule among the "
                   "adapted models estimated within --margin of the best.")
 flags.DEFINE_enum("estimator", "agree", ["atc", "ac", "agree"], "Accuracy estimator: atc "
