@@ -87,8 +87,8 @@ class TrainConfig:
       "For label-shifted targets (some classes far more frequent in the target than others): "
       "from run 1 on, load the source in the class proportions of run 0's target predictions "
       "and the target at random, instead of loading the target class-balanced by "
-      "pseudo-labels (the paper). Recommended with --first_run=source_only; "
-      "docs/label_shift.md measures it.")
+      "pseudo-labels (the paper). Use with --first_run=source_only; the label-shift check "
+      "turns both on when it finds a shift. docs/label_shift.md measures it.")
   first_run: str = option("adapt", "runs",
       "adapt = run 0 adapts (the paper); source_only = run 0 trains on the source alone and "
       "only seeds the later runs (their loaders and bootstrap); use with --runs >= 2.")
@@ -96,8 +96,9 @@ class TrainConfig:
       "Guard against label shift (the target's class proportions differing from the "
       "source's), on by default for your data: a source-only probe run first, a labelled "
       "share of the source held out (--heldout_fraction); if the probe's predicted target "
-      "class proportions are far from the source's, the adapted runs start from it (as "
-      "--first_run=source_only), else the paper's runs are trained unchanged. The training "
+      "class proportions are far from the source's, the adapted runs start from it and load "
+      "the source in its predicted proportions (as --first_run=source_only "
+      "--prior_matching), else the paper's runs are trained unchanged. The training "
       "returns the model (probe or run) with the best label-free accuracy estimate and ends "
       "with a verdict (did adaptation likely help?). The benchmark flagfiles turn it off "
       "(--nolabel_shift_check: the paper).")

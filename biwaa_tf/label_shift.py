@@ -51,9 +51,10 @@ def sampling_distribution(prior, floor_fraction=FLOOR_FRACTION):
 
 # The label-shift check (--label_shift_check, on by default for users' data): a
 # source-only probe run predicts the target; when its predicted class proportions are
-# far from those the source was trained in, the adapted runs start from the probe (as
-# --first_run=source_only) instead of aligning the target at random against a
-# class-balanced source (README, "Label shift"). Two tests, either finds a shift:
+# far from those the source was trained in, the adapted runs start from the probe and load
+# the source in its predicted class proportions (as --first_run=source_only
+# --prior_matching) instead of aligning the target at random against a class-balanced
+# source (README, "Label shift"). Two tests, either finds a shift:
 # - the total variation from the source's proportions exceeds --label_shift_threshold;
 # - rare classes: the least-predicted RARE_FRACTION of the classes (by predicted over
 #   source share) get less than --label_shift_rare_share of the share the source gives
@@ -113,8 +114,9 @@ def describe_decision(decision):
           f"{decision['prior_shift']:.2f} from the source's proportions (TV; threshold "
           f"{decision['threshold']:.2f}){rare}: ")
   if decision["shift"]:
-    return head + ("label shift likely; the adapted runs start from the probe (as "
-                   "--first_run=source_only)")
+    return head + ("label shift likely; the adapted runs start from the probe and load the "
+                   "source in its predicted class proportions (as --first_run=source_only "
+                   "--prior_matching)")
   return head + "no label shift found; the paper's BIWAA-I runs follow unchanged"
 
 

@@ -198,7 +198,7 @@ def results_and_probs(out, runs):
     # (the check holds 5% of the source out of training: the references hold out the same)
     ("1", ["--nolabel_shift_check", "--heldout_fraction=0.05"]),  # no shift found: the paper
     ("0", ["--nolabel_shift_check", "--heldout_fraction=0.05",
-           "--first_run=source_only"])])  # shift: from the probe
+           "--first_run=source_only", "--prior_matching"])])  # shift: from the probe
 def test_check_trains_exactly_one_of_the_two_paths(tiny_domains, tmp_path, threshold,
                                                    reference_flags):
   root, src, tgt = tiny_domains
@@ -218,9 +218,13 @@ def test_check_trains_exactly_one_of_the_two_paths(tiny_domains, tmp_path, thres
   assert summary["label_shift_check"] == decision
   assert decision["shift"] is (threshold == "0")
   probe = np.load(out / "source_only" / "target_probs.npy")
-  if decision["shift"]:  # run 0 is the probe itself
+  if decision["shift"]:  # run 0 is the probe itself; run 1 loads the source in its proportions
     np.testing.assert_array_equal(probs[0], probe)
     assert "label shift likely" in res.stderr
+    counts = np.bincount(probe.argmax(1), minlength=3)
+    expected = np.maximum(counts / counts.sum(), label_shift.FLOOR_FRACTION / 3)
+    np.testing.assert_allclose(summary["runs"][1]["source_class_distribution"],
+                               expected / expected.sum(), atol=1e-6)
   else:
     assert "no label shift found" in res.stderr and "train/loss_adv" in tensorboard_tags(
         out / "run_0" / "tb")
@@ -266,4 +270,4 @@ def test_check_with_one_run_adapts_once_after_the_probe(tiny_domains, tmp_path):
   assert "median step" not in again.stderr
   from biwaa_tf.train import iterative
   cfg, _, model = iterative.restore_trained(str(out))
-  assert (cfg.first_run, cfg.runs) == ("source_only", 2)
+  assert (cfg.first_run, cfg.runs, cfg.prior_matching) == ("source_only", 2, True)
