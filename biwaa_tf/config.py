@@ -80,7 +80,8 @@ class TrainConfig:
       "paper does.")
   balanced_target: str = option("auto", "runs",
       "Target loader: auto = random in run 0 and balanced by the previous runs' predictions "
-      "after (BIWAA-I; always random with --prior_matching); none = always random; pseudo = "
+      "after (BIWAA-I; always random with --prior_matching, and on the label-shift check's "
+      "shift path; any other value turns the check off); none = always random; pseudo = "
       "balanced by predictions when there are any; oracle = balanced by the true target "
       "labels (the paper's upper bound; ablation only).")
   prior_matching: bool = option(False, "label shift",
@@ -392,10 +393,10 @@ HELDOUT_FRACTION = 0.05
 def probes_label_shift(cfg):
   """Whether the training starts with the label-shift check's source-only probe: on by
   default for an adversarial BIWAA-I whose runs start by adapting (--first_run=adapt)
-  and load the target by pseudo-labels; the other settings already say how to treat
-  label shift."""
+  and load the target as BIWAA-I does (--balanced_target=auto: the check's shift path
+  replaces that loader); the other settings already say how to treat label shift."""
   return (cfg.label_shift_check and cfg.adversarial and cfg.first_run == "adapt"
-          and not cfg.prior_matching and cfg.balanced_target in ("auto", "pseudo"))
+          and not cfg.prior_matching and cfg.balanced_target == "auto")
 
 
 SUBSAMPLE_KINDS = ("long_tail", "reverse_tail", "step", "partial", "dirichlet")  # data/lists.py

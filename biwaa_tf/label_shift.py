@@ -96,7 +96,10 @@ def shift_decision(predicted_histogram, source_distribution, threshold, rare_sha
           "prior_shift": round(tv, 6), "threshold": threshold,
           "rare_classes": classes, "rare_share": round(share, 6),
           "rare_share_threshold": rare_share, "shift": bool(reasons), "reasons": reasons,
-          "path": "source_only_first" if reasons else "paper"}
+          "path": "source_only_first" if reasons else "paper",
+          # the shift path's source loading (label_shift.json files written before 943ea4f
+          # lack it: their trainings resume with the class-balanced target loader)
+          "prior_matching": bool(reasons)}
 
 
 def describe_decision(decision):
@@ -113,10 +116,13 @@ def describe_decision(decision):
   head = (f"label-shift check: the source-only probe predicts the target's {shape}, "
           f"{decision['prior_shift']:.2f} from the source's proportions (TV; threshold "
           f"{decision['threshold']:.2f}){rare}: ")
-  if decision["shift"]:
+  if decision["shift"] and decision.get("prior_matching"):
     return head + ("label shift likely; the adapted runs start from the probe and load the "
                    "source in its predicted class proportions (as --first_run=source_only "
                    "--prior_matching)")
+  if decision["shift"]:  # a label_shift.json from before 943ea4f
+    return head + ("label shift likely; the adapted runs start from the probe (as "
+                   "--first_run=source_only)")
   return head + "no label shift found; the paper's BIWAA-I runs follow unchanged"
 
 

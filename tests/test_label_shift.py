@@ -10,7 +10,7 @@ from conftest import run_main, tiny_flags
 
 from biwaa_tf import label_shift
 from biwaa_tf import trust as trust_lib
-from biwaa_tf.config import TrainConfig, make_config, run_config
+from biwaa_tf.config import TrainConfig, make_config, probes_label_shift, run_config
 from biwaa_tf.data import pipeline
 from biwaa_tf.errors import UserError
 
@@ -123,9 +123,33 @@ def test_prior_shift_and_decision():
   line = label_shift.describe_decision(shifted)
   assert "from 55.0% (class 0) to 5.0% (class 3), 0.30 from the source's" in line
   assert "label shift likely" in line
+  assert shifted["prior_matching"] and "--prior_matching" in line
+  assert not label_shift.shift_decision([55, 25, 15, 5], uniform, 0.31)["prior_matching"]
   # a label_shift.json written before the rare-classes test still reads
   old = {k: shifted[k] for k in ("estimated_prior", "prior_shift", "threshold", "shift")}
   assert "label shift likely" in label_shift.describe_decision(old)
+  assert "--prior_matching" not in label_shift.describe_decision(old)
+
+
+def test_shift_path_config_follows_label_shift_json(tmp_path):
+  """On a shift the runs train as --first_run=source_only --prior_matching; a training
+  whose label_shift.json predates prior matching (no key) resumes with its own loader."""
+  from biwaa_tf.train import iterative
+  cfg = make_config(source="s", target="t", model_dir=str(tmp_path), runs=3)
+  assert iterative.effective_config(cfg, str(tmp_path)) is cfg  # no decision yet
+  decision = label_shift.shift_decision([55, 25, 15, 5], [0.25] * 4, 0.2)
+  (tmp_path / "label_shift.json").write_text(json.dumps(decision))
+  shifted = iterative.effective_config(cfg, str(tmp_path))
+  assert (shifted.first_run, shifted.runs, shifted.prior_matching) == ("source_only", 3, True)
+  assert shifted.heldout_fraction == 0.05
+  assert iterative.target_balance_labels(shifted, None, np.ones((4, 4))) is None  # at random
+  del decision["prior_matching"]
+  (tmp_path / "label_shift.json").write_text(json.dumps(decision))
+  assert not iterative.effective_config(cfg, str(tmp_path)).prior_matching
+  # an explicit target loader has no check (it says how to treat label shift itself)
+  assert not probes_label_shift(make_config(source="s", target="t", model_dir="m",
+                                            balanced_target="pseudo"))
+  assert probes_label_shift(cfg)
 
 
 def test_rare_classes_against_a_direct_computation():

@@ -142,8 +142,9 @@ def test_label_shift_table_reads_the_default_and_judges_the_verdict(tmp_path):
   root = str(tmp_path)
   # The probe predicts 90 % class 0: TV 0.4 from the source's (0.5, 0.5), a shift.
   write_cell(root, "source_only", 0.625, [0.9, 0.1], 1.0, 0.5, [0] * 9 + [1])
-  # Source-only first: better scores and more accurate (the default, on the shift path).
-  write_cell(root, "biwaa_i_so", 0.875, [0.7, 0.3], 2.0, 0.25, [0] * 7 + [1] * 3)
+  # Source-only first + prior matching: better scores and more accurate (the default, on
+  # the shift path).
+  write_cell(root, "biwaa_i_pm", 0.875, [0.7, 0.3], 2.0, 0.25, [0] * 7 + [1] * 3)
   # The paper's BIWAA-I: worse scores and less accurate (the verdict's "unlikely").
   write_cell(root, "biwaa_i", 0.5, [0.5, 0.5], 0.5, 0.75, [0] * 5 + [1] * 5)
   tool = [sys.executable, "-m", "tools.experiments.label_shift_table", f"--suite={root}"]
@@ -157,6 +158,10 @@ def test_label_shift_table_reads_the_default_and_judges_the_verdict(tmp_path):
   summary = subprocess.run(tool + ["--summary"], cwd=REPO, capture_output=True, text=True,
                            timeout=120).stdout
   assert "| lt | task | +25.00 |" in summary
+  # the default before 943ea4f trained biwaa_i_so on a shift: not in this suite
+  before = subprocess.run(tool + ["--shift_variant=biwaa_i_so"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120).stdout
+  assert "| lt | task | seed0 | 62.50 | 0.40 | 0.20 | shift | 50.00 | - | - |" in before
 
 
 def _trust_cell(root, accuracies, seed):

@@ -314,20 +314,21 @@ def _check_label_shift(cfg, strategy, domains, callbacks):
     _link_tree(probe_dir, run_0)
   if cfg.runs < 2:
     log.info("label-shift check: one adapted run after the probe (--runs=%d)", cfg.runs)
-  return shifted_config(cfg), decision, trained
+  return shifted_config(cfg, decision), decision, trained
 
 
-def shifted_config(cfg):
+def shifted_config(cfg, decision):
   """The runs' configuration on label shift: run 0 is the probe, at least one run adapts
-  after it, and the adapted runs load the source in the probe's predicted target class
-  proportions and the target at random (--prior_matching), so that both sides carry about
-  the same label distribution. Class-balanced target loading by the probe's predictions
-  instead (the paper's loader) lost up to 17 points to the probe on Dirichlet(0.3)
-  targets: it oversamples the few images predicted as a rare class, mostly other classes'
+  after it, and (decision["prior_matching"], since 943ea4f) the adapted runs load the
+  source in the probe's predicted target class proportions and the target at random
+  (--prior_matching), so that both sides carry about the same label distribution.
+  The class-balanced target loader instead (BIWAA-I's, kept for a training whose
+  label_shift.json predates the key) aligns a target without some classes against a
+  source that has them all: 17 points below the probe on a Dirichlet(0.3) target
   (docs/label_shift.md, "Prior matching on the shift path")."""
   return dataclasses.replace(cfg, first_run="source_only", runs=max(cfg.runs, 2),
                              heldout_fraction=heldout_fraction(cfg),  # the check's split
-                             prior_matching=True)
+                             prior_matching=bool(decision.get("prior_matching")))
 
 
 def _link_tree(src, dst):
@@ -352,8 +353,10 @@ def effective_config(cfg, model_dir):
   """The configuration model_dir's runs were trained with: on label shift the check made
   run 0 source-only (label_shift.json)."""
   path = layout.path(model_dir, layout.LABEL_SHIFT)
-  if probes_label_shift(cfg) and os.path.exists(path) and io_utils.read_json(path)["shift"]:
-    return shifted_config(cfg)
+  if probes_label_shift(cfg) and os.path.exists(path):
+    decision = io_utils.read_json(path)
+    if decision["shift"]:
+      return shifted_config(cfg, decision)
   return cfg
 
 
