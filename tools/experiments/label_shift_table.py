@@ -3,20 +3,20 @@ shift suite, against source-only and the other methods, and the verdict's hit ra
 
     python -m tools.experiments.label_shift_table --suite=runs/shift [--threshold=0.3] [--summary]
 
-The suite holds <suite>/<shift>/<task>/<variant>/seed<s>/ cells of tools/experiments/run_suite.py
-with the variants source_only, the shift path's variant (--shift_variant) and biwaa_i (3
-runs), and dann where measured. The default's result is read from them, not retrained:
-its probe is the source_only cell (the same configuration and seed, bit for bit:
-tests/test_label_shift.py), and it trains exactly the shift variant when the check finds
-shift and biwaa_i when it does not (the same test). The shift variant is biwaa_i_pm since
-943ea4f (source in the probe's predicted proportions); biwaa_i_so for the default before
-it, which the published tables of this tool measured. The verdict is label_shift.verdict on a final model against the
-probe; "right" when "likely" came with a gain over source-only or "unlikely" with a
-loss ("unsure" and "unchanged" are counted apart). Its hit rate is given twice: on the
-default's final models, and on every adapted final model of the suite (the other
-methods' too, which is where the losses are), with each verdict's count of gains and
-losses. --summary prints only the default's gain over source-only, per shift and
-direction, seed by seed (the README's table).
+The suite holds <suite>/<shift>/<task>/<variant>/seed<s>/ cells of
+tools/experiments/run_suite.py with the variants source_only, the shift path's variant
+(--shift_variant) and biwaa_i (3 runs), and dann where measured. The default's result is
+read from them, not retrained: its probe is the source_only cell (the same configuration and
+seed, bit for bit: tests/test_label_shift.py), and it trains exactly the shift variant when
+the check finds shift and biwaa_i when it does not (the same test). The shift variant is
+biwaa_i_pm since 943ea4f (source in the probe's predicted proportions); biwaa_i_so for the
+default before it, which the published tables of this tool measured. The verdict is
+label_shift.verdict on a final model against the probe; "right" when "likely" came with a
+gain over source-only or "unlikely" with a loss ("unsure" and "unchanged" are counted
+apart). Its hit rate is given twice: on the default's final models, and on every adapted
+final model of the suite (the other methods' too, which is where the losses are), with each
+verdict's count of gains and losses. --summary prints only the default's gain over source-
+only, per shift and direction, seed by seed (the README's table).
 """
 
 import glob
