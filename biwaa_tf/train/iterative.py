@@ -45,9 +45,9 @@ def target_balance_labels(cfg, domains, aggregate):
 
 def source_distribution(cfg, domains, run_dirs):
   """--prior_matching (and the label-shift path): the class proportions the later runs
-  load the source in: run 0's
-  predicted class histogram (floored, label_shift.sampling_distribution), the same for
-  every later run. None otherwise, or before the first run.
+  load the source in: run 0's predicted class histogram (floored,
+  label_shift.sampling_distribution), the same for every later run. None otherwise, or
+  before the first run.
 
   Run 0 only: the histograms of adapted runs follow their own alignment (which is what
   goes wrong under label shift), and re-estimating from each run feeds a run's errors

@@ -15,8 +15,8 @@ label_shift.verdict on a final model against the probe; "right" when "likely" ca
 gain over source-only or "unlikely" with a loss ("unsure" and "unchanged" are counted
 apart). Its hit rate is given twice: on the default's final models, and on every adapted
 final model of the suite (the other methods' too, which is where the losses are), with each
-verdict's count of gains and losses. --summary prints only the default's gain over source-
-only, per shift and direction, seed by seed (the README's table).
+verdict's count of gains and losses. --summary prints only the default's gain over
+source-only, per shift and direction, seed by seed (the README's table).
 """
 
 import glob
