@@ -85,14 +85,23 @@ def rare_classes(predicted_histogram, source_distribution, fraction=RARE_FRACTIO
   return sorted(int(c) for c in classes), float(p[classes].sum() / q[classes].sum())
 
 
-def shift_decision(predicted_histogram, source_distribution, threshold, rare_share=0.0):
-  """The check's decision, as recorded in label_shift.json and results.json."""
+def shift_decision(predicted_histogram, source_distribution, threshold, rare_share=0.0,
+                   collapsed=None):
+  """The check's decision, as recorded in label_shift.json and results.json.
+
+  `collapsed`: why the probe's target predictions fell (almost) all in one class, or None.
+  Such a histogram is the probe's failure, not an estimate of the target's classes (the
+  source loaded in it would be one class): no shift is found, the paper's runs follow,
+  and the decision keeps the reason."""
   tv = prior_shift(predicted_histogram, source_distribution)
   classes, share = rare_classes(predicted_histogram, source_distribution)
   reasons = ([f"tv {tv:.2f} > {threshold:.2f}"] if tv > threshold else []) + (
       [f"rare classes {share:.2f} < {rare_share:.2f}"] if share < rare_share else [])
+  if collapsed:
+    reasons = []
   hist = np.asarray(predicted_histogram, np.float64)
-  return {"estimated_prior": np.round(hist / hist.sum(), 6).tolist(),
+  extra = {"probe_collapsed": collapsed} if collapsed else {}
+  return {**extra, "estimated_prior": np.round(hist / hist.sum(), 6).tolist(),
           "prior_shift": round(tv, 6), "threshold": threshold,
           "rare_classes": classes, "rare_share": round(share, 6),
           "rare_share_threshold": rare_share, "shift": bool(reasons), "reasons": reasons,
@@ -116,6 +125,9 @@ def describe_decision(decision):
   head = (f"label-shift check: the source-only probe predicts the target's {shape}, "
           f"{decision['prior_shift']:.2f} from the source's proportions (TV; threshold "
           f"{decision['threshold']:.2f}){rare}: ")
+  if decision.get("probe_collapsed"):
+    return head + (f"not an estimate ({decision['probe_collapsed']}); no label shift is "
+                   "assumed, the paper's BIWAA-I runs follow unchanged")
   if decision["shift"] and decision.get("prior_matching"):
     return head + ("label shift likely; the adapted runs start from the probe and load the "
                    "source in its predicted class proportions (as --first_run=source_only "

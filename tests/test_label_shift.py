@@ -152,6 +152,29 @@ def test_shift_path_config_follows_label_shift_json(tmp_path):
   assert probes_label_shift(cfg)
 
 
+def test_a_collapsed_probe_is_no_estimate():
+  """A probe that predicts (almost) one class for the whole target: no shift path (its
+  source would be loaded in one class); the paper's runs follow and the reason is kept."""
+  from biwaa_tf.train import iterative
+  cfg = make_config(source="s", target="t", model_dir="m")
+  result = {"predicted_histogram": [0.995, 0.005, 0.0, 0.0], "eval_images": 400,
+            "source_class_distribution": [0.25] * 4}
+  decision = iterative.probe_decision(cfg, result)
+  assert not decision["shift"] and decision["path"] == "paper"
+  assert not decision["prior_matching"] and decision["reasons"] == []
+  assert decision["prior_shift"] == pytest.approx(0.745)  # recorded as measured
+  assert "class 0: 99.5%" in decision["probe_collapsed"]
+  line = label_shift.describe_decision(decision)
+  assert "not an estimate" in line and "paper's BIWAA-I runs follow" in line
+  # just below the collapse limit the histogram is an estimate: a shift
+  result["predicted_histogram"] = [0.98, 0.02, 0.0, 0.0]
+  decision = iterative.probe_decision(cfg, result)
+  assert decision["shift"] and "probe_collapsed" not in decision
+  # too few target images to call a collapse (collapse_message's floor): an estimate
+  result.update(predicted_histogram=[1.0, 0.0, 0.0, 0.0], eval_images=5)
+  assert iterative.probe_decision(cfg, result)["shift"]
+
+
 def test_rare_classes_against_a_direct_computation():
   # 6 classes, uniform source: ceil(0.3 * 6) = 2 rarest classes, 4 and 5
   classes, share = label_shift.rare_classes([40, 30, 20, 5, 3, 2], [1] * 6)

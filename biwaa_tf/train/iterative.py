@@ -301,12 +301,10 @@ def _check_label_shift(cfg, strategy, domains, callbacks):
       result = run_lib.train_run(source_only_config(cfg), domains, 0, probe_dir,
                                  strategy=strategy, callbacks=callbacks)
       trained = True
-    decision = label_shift.shift_decision(result["predicted_histogram"],
-                                          result["source_class_distribution"],
-                                          cfg.label_shift_threshold,
-                                          cfg.label_shift_rare_share)
+    decision = probe_decision(cfg, result)
     io_utils.atomic_write_json(path, decision)
-  log.info(label_shift.describe_decision(decision))
+  (log.warning if decision.get("probe_collapsed") else log.info)(
+      label_shift.describe_decision(decision))
   if not decision["shift"]:
     return cfg, decision, trained
   run_0 = layout.run_dir(cfg.model_dir, 0)
@@ -315,6 +313,16 @@ def _check_label_shift(cfg, strategy, domains, callbacks):
   if cfg.runs < 2:
     log.info("label-shift check: one adapted run after the probe (--runs=%d)", cfg.runs)
   return shifted_config(cfg, decision), decision, trained
+
+
+def probe_decision(cfg, result):
+  """The label-shift check's decision from the probe's run result (run_result.json): its
+  predicted target class histogram against the source's proportions; a probe whose
+  predictions collapsed to one class (collapse_message) gives no estimate."""
+  return label_shift.shift_decision(result["predicted_histogram"],
+                                    result["source_class_distribution"],
+                                    cfg.label_shift_threshold, cfg.label_shift_rare_share,
+                                    collapsed=collapse_message(0, result))
 
 
 def shifted_config(cfg, decision):
