@@ -100,15 +100,17 @@ def shift_decision(predicted_histogram, source_distribution, threshold, rare_sha
   if collapsed:
     reasons = []
   hist = np.asarray(predicted_histogram, np.float64)
-  extra = {"probe_collapsed": collapsed} if collapsed else {}
-  return {**extra, "estimated_prior": np.round(hist / hist.sum(), 6).tolist(),
-          "prior_shift": round(tv, 6), "threshold": threshold,
-          "rare_classes": classes, "rare_share": round(share, 6),
-          "rare_share_threshold": rare_share, "shift": bool(reasons), "reasons": reasons,
-          "path": "source_only_first" if reasons else "paper",
-          # the shift path's source loading (label_shift.json files written before 943ea4f
-          # lack it: their trainings resume with the class-balanced target loader)
-          "prior_matching": bool(reasons)}
+  decision = {"estimated_prior": np.round(hist / hist.sum(), 6).tolist(),
+              "prior_shift": round(tv, 6), "threshold": threshold,
+              "rare_classes": classes, "rare_share": round(share, 6),
+              "rare_share_threshold": rare_share, "shift": bool(reasons),
+              "reasons": reasons, "path": "source_only_first" if reasons else "paper",
+              # the shift path's source loading (label_shift.json files written before
+              # 943ea4f lack it: their trainings resume with the class-balanced loader)
+              "prior_matching": bool(reasons)}
+  if collapsed:
+    decision["probe_collapsed"] = collapsed
+  return decision
 
 
 def describe_decision(decision):
