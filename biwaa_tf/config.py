@@ -80,27 +80,16 @@ class TrainConfig:
       "paper does.")
   balanced_target: str = option("auto", "runs",
       "Target loader: auto = random in run 0 and balanced by the previous runs' predictions "
-      "after (BIWAA-I; with --prior_matching, and on the label-shift check's shift path, as "
-      "--prior_matching_power says; any other value turns the check off); none = always "
-      "random; pseudo = "
+      "after (BIWAA-I; always random with --prior_matching, and on the label-shift check's "
+      "shift path; any other value turns the check off); none = always random; pseudo = "
       "balanced by predictions when there are any; oracle = balanced by the true target "
       "labels (the paper's upper bound; ablation only).")
   prior_matching: bool = option(False, "label shift",
       "For label-shifted targets (some classes far more frequent in the target than others): "
-      "from run 1 on, load the source and the target so that both carry about the same "
-      "class proportions, estimated from the earlier runs' target predictions "
-      "(--prior_matching_power says how), instead of a class-balanced source against a "
-      "target class-balanced by pseudo-labels (the paper). Use with --first_run=source_only; "
-      "the label-shift check turns both on when it finds a shift. docs/label_shift.md "
-      "measures it.")
-  prior_matching_power: float = option(0.5, "label shift",
-      "How far --prior_matching moves the source towards the target's predicted class "
-      "proportions, as a power in (0, 1]. 1: the source in run 0's predicted proportions, "
-      "the target at random. Below 1, both sides read the earlier runs' pseudo-labels (the "
-      "across-run aggregate the paper's target loader reads) and meet between: the source in "
-      "their class histogram to this power, the target with each pseudo-class weighted by "
-      "its count to this power (0.5: halfway in log space). A training whose label-shift "
-      "check found a shift keeps the power it started with (label_shift.json).")
+      "from run 1 on, load the source in the class proportions of run 0's target predictions "
+      "and the target at random, instead of loading the target class-balanced by "
+      "pseudo-labels (the paper). Use with --first_run=source_only; the label-shift check "
+      "turns both on when it finds a shift. docs/label_shift.md measures it.")
   first_run: str = option("adapt", "runs",
       "adapt = run 0 adapts (the paper); source_only = run 0 trains on the source alone and "
       "only seeds the later runs (their loaders and bootstrap); use with --runs >= 2.")
@@ -108,12 +97,12 @@ class TrainConfig:
       "Guard against label shift (the target's class proportions differing from the "
       "source's), on by default for your data: a source-only probe run first, a labelled "
       "share of the source held out (--heldout_fraction); if the probe's predicted target "
-      "class proportions are far from the source's, the adapted runs start from it and "
-      "match the source's and the target's class proportions halfway (as "
-      "--first_run=source_only --prior_matching), else the paper's runs are trained "
-      "unchanged. The training returns the model (probe or run) with the best label-free "
-      "accuracy estimate and ends with a verdict (did adaptation likely help?). The "
-      "benchmark flagfiles turn it off (--nolabel_shift_check: the paper).")
+      "class proportions are far from the source's, the adapted runs start from it and load "
+      "the source in its predicted proportions (as --first_run=source_only "
+      "--prior_matching), else the paper's runs are trained unchanged. The training "
+      "returns the model (probe or run) with the best label-free accuracy estimate and ends "
+      "with a verdict (did adaptation likely help?). The benchmark flagfiles turn it off "
+      "(--nolabel_shift_check: the paper).")
   label_shift_threshold: float = option(0.3, "label shift",
       "The label-shift check finds a shift when the probe's predicted target class "
       "proportions are more than this total-variation distance from the source's (0: always "
@@ -360,14 +349,9 @@ def resolve(cfg):
   _require(cfg.heldout_fraction is None or 0 <= cfg.heldout_fraction < 0.5, "heldout_fraction",
            "must be in [0, 0.5)")
   parse_subsample(cfg.target_subsample)
-  _require(0 < cfg.prior_matching_power <= 1, "prior_matching_power", "must be in (0, 1]")
-  _require(not (cfg.prior_matching and cfg.prior_matching_power < 1
-                and cfg.balanced_target == "none"), "balanced_target",
-           "none loads the target at random, but --prior_matching_power below 1 weights it by "
-           "pseudo-labels; use --prior_matching_power=1 for a random target")
   _require(not (cfg.prior_matching and cfg.balanced_target in ("pseudo", "oracle")),
            "balanced_target", f"{cfg.balanced_target} loads the target class-balanced, but "
-           "--prior_matching loads it as --prior_matching_power says")
+           "--prior_matching loads it at random and matches the source to it instead")
   _require(cfg.first_run == "adapt" or cfg.adversarial, "first_run",
            "source_only needs an adversarial --method (dann or biwaa) for the later runs")
   if cfg.backbone.startswith("lenet"):

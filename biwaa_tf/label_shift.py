@@ -1,11 +1,8 @@
 """Label shift: the target's class prior from unlabelled predictions, and the source
 sampling distribution that matches it (--prior_matching).
 
---prior_matching --prior_matching_power=1 loads the source in the proportions of the
-source-only run's predicted class histogram (`sampling_distribution` of its counts), the
-target at random; below 1 both sides move part of the way (`sampling_distribution` of the
-pseudo-label counts to the power; data/pipeline.py weights the target's pseudo-classes
-by their counts to the same power). `em_prior` is the
+--prior_matching loads the source in the proportions of the source-only run's
+predicted class histogram (`sampling_distribution` of its counts). `em_prior` is the
 textbook alternative, measured against it by tools/experiments/prior_estimates.py (on the digits
 LT tasks EM was further from the true prior: these networks are overconfident, and
 EM's reweighting amplifies their errors):
@@ -89,9 +86,8 @@ def rare_classes(predicted_histogram, source_distribution, fraction=RARE_FRACTIO
 
 
 def shift_decision(predicted_histogram, source_distribution, threshold, rare_share=0.0,
-                   collapsed=None, power=1.0):
-  """The check's decision, as recorded in label_shift.json and results.json; on a shift
-  the adapted runs match the class proportions with --prior_matching_power `power`.
+                   collapsed=None):
+  """The check's decision, as recorded in label_shift.json and results.json.
 
   `collapsed`: why the probe's target predictions fell (almost) all in one class, or None.
   Such a histogram is the probe's failure, not an estimate of the target's classes (the
@@ -109,10 +105,9 @@ def shift_decision(predicted_histogram, source_distribution, threshold, rare_sha
               "rare_classes": classes, "rare_share": round(share, 6),
               "rare_share_threshold": rare_share, "shift": bool(reasons),
               "reasons": reasons, "path": "source_only_first" if reasons else "paper",
-              # the shift path's loaders (label_shift.json files written before 943ea4f
-              # lack both keys: their trainings resume with the class-balanced loader;
-              # before the power, with the source in the probe's proportions, power 1)
-              "prior_matching": bool(reasons), "prior_matching_power": power}
+              # the shift path's source loading (label_shift.json files written before
+              # 943ea4f lack it: their trainings resume with the class-balanced loader)
+              "prior_matching": bool(reasons)}
   if collapsed:
     decision["probe_collapsed"] = collapsed
   return decision
@@ -135,15 +130,10 @@ def describe_decision(decision):
   if decision.get("probe_collapsed"):
     return head + (f"not an estimate ({decision['probe_collapsed']}); no label shift is "
                    "assumed, the paper's BIWAA-I runs follow unchanged")
-  if decision["shift"] and decision.get("prior_matching_power", 1.0) < 1:
-    return head + ("label shift likely; the adapted runs start from the probe and match the "
-                   "source's and the target's class proportions by their pseudo-labels, to "
-                   f"the power {decision['prior_matching_power']:g} (as "
-                   "--first_run=source_only --prior_matching)")
   if decision["shift"] and decision.get("prior_matching"):
     return head + ("label shift likely; the adapted runs start from the probe and load the "
                    "source in its predicted class proportions (as --first_run=source_only "
-                   "--prior_matching --prior_matching_power=1)")
+                   "--prior_matching)")
   if decision["shift"]:  # a label_shift.json from before 943ea4f
     return head + ("label shift likely; the adapted runs start from the probe (as "
                    "--first_run=source_only)")

@@ -1,7 +1,6 @@
 """Label shift (--prior_matching, --first_run): the EM prior estimate, the source
 loader's class proportions, the options' checks, and a run through the CLI."""
 
-import dataclasses
 import glob
 import json
 
@@ -65,70 +64,10 @@ def test_source_loaded_in_given_class_proportions():
   np.testing.assert_allclose(np.bincount(drawn, minlength=4) / len(drawn), wanted, atol=0.01)
 
 
-def test_halfway_loaders_weight_classes_by_count_to_the_power():
-  """--prior_matching_power 0.5: the target's pseudo-classes weighted by sqrt(count), the
-  source in the floored sqrt of the same histogram; both then carry sqrt(p)."""
-  labels = np.repeat(np.arange(4), [900, 400, 100, 0])
-  target, initial, dropped = pipeline.balanced_target_distribution(labels, 4, power=0.5)
-  np.testing.assert_allclose(target, np.array([30, 20, 10, 0]) / 60)  # sqrt 900, 400, 100
-  np.testing.assert_allclose(initial, np.array([900, 400, 100, 0]) / 1400)
-  assert dropped.tolist() == [3]
-  # power 1 keeps the labels' own proportions; power 0 is the class-balanced loader
-  np.testing.assert_allclose(
-      pipeline.balanced_target_distribution(labels, 4, power=1.0)[0], initial)
-  np.testing.assert_allclose(pipeline.balanced_target_distribution(labels, 4)[0],
-                             [1 / 3, 1 / 3, 1 / 3, 0])
-  stream = pipeline.index_stream(labels, seed=5, balance_labels=labels, num_classes=4,
-                                 batch_size=8, balance_power=0.5)
-  drawn = np.array([int(y) for _, y in stream.take(20000).as_numpy_iterator()])
-  np.testing.assert_allclose(np.bincount(drawn, minlength=4) / len(drawn),
-                             [0.5, 1 / 3, 1 / 6, 0], atol=0.01)
-
-
-def test_halfway_source_distribution_reads_the_aggregate(tmp_path):
-  """Below power 1 the source's proportions come from the earlier runs' aggregate (the
-  labels the target is weighted by), to the power; at 1 from run 0's predictions."""
-  from biwaa_tf.train import iterative
-  onehot = np.eye(3, dtype=np.float32)
-  run0, run1 = str(tmp_path / "run_0"), str(tmp_path / "run_1")
-  for d, labels in ((run0, [0] * 81 + [1] * 16 + [2] * 3),
-                    (run1, [0] * 36 + [1] * 36 + [2] * 28)):
-    (tmp_path / d).mkdir()
-    np.save(f"{d}/target_probs.npy", onehot[labels])
-
-  class Three:
-    num_classes = 3
-  half = make_config(source="s", target="t", model_dir="m", runs=3, prior_matching=True,
-                     first_run="source_only", prior_matching_power=0.5)
-  assert half.prior_matching_power == 0.5 and iterative.target_balance_power(half) == 0.5
-  np.testing.assert_allclose(iterative.source_distribution(half, Three, [run0]),
-                             np.array([9, 4, np.sqrt(3)]) / (13 + np.sqrt(3)))
-  # Run 2: the aggregate weighs run 1 by 1/1.8 and run 0 by 0.8/1.8, so run 1's labels win
-  # where they differ; the target is weighted by them, the source is in their sqrt.
-  agg = iterative.earlier_aggregate(half, [run0, run1])
-  labels = iterative.target_balance_labels(half, Three, agg)
-  assert np.bincount(labels, minlength=3).tolist() == [36, 36, 28]
-  np.testing.assert_allclose(iterative.source_distribution(half, Three, [run0, run1]),
-                             np.array([6, 6, np.sqrt(28)]) / (12 + np.sqrt(28)))
-  # Power 1: the target at random, the source in run 0's proportions (class 2 floored).
-  full = dataclasses.replace(half, prior_matching_power=1.0)
-  assert iterative.target_balance_labels(full, Three, agg) is None
-  floor = label_shift.FLOOR_FRACTION / 3
-  np.testing.assert_allclose(iterative.source_distribution(full, Three, [run0, run1]),
-                             np.array([0.81, 0.16, floor]) / (0.97 + floor))
-  assert iterative.target_balance_power(dataclasses.replace(half, prior_matching=False)) == 0
-
-
 def test_options_checks_and_run_config():
   base = dict(source="s", target="t", model_dir="m")
   with pytest.raises(UserError, match="--balanced_target: pseudo loads the target"):
     make_config(**base, prior_matching=True, balanced_target="pseudo")
-  with pytest.raises(UserError, match="--prior_matching_power: must be in"):
-    make_config(**base, prior_matching_power=0.0)
-  with pytest.raises(UserError, match="--balanced_target: none loads the target at random"):
-    make_config(**base, prior_matching=True, balanced_target="none")
-  assert make_config(**base, prior_matching=True, balanced_target="none",
-                     prior_matching_power=1.0).balanced_target == "none"
   with pytest.raises(UserError, match="--first_run: source_only needs an adversarial"):
     make_config(**base, method="source_only", first_run="source_only")
   with pytest.raises(UserError, match="--first_run: 'x' is not one of"):
@@ -146,10 +85,10 @@ def test_prior_matching_through_the_cli(tiny_domains, tmp_path):
   root, src, tgt = tiny_domains
   out = tmp_path / "m"
   res = run_main(tiny_flags(root, src, tgt, out, "--runs=3", "--prior_matching",
-                            "--prior_matching_power=1", "--first_run=source_only"))
+                            "--first_run=source_only"))
   assert res.returncode == 0, res.stderr[-2000:]
-  assert "by labels" not in res.stderr  # the target is loaded at random
-  assert "source loaded in the class proportions" in res.stderr
+  assert "balanced by labels" not in res.stderr  # the target is loaded at random
+  assert "source loaded in the predicted target class proportions" in res.stderr
   runs = json.loads((out / "results.json").read_text())["runs"]
   np.testing.assert_allclose(runs[0]["source_class_distribution"], [1 / 3] * 3, atol=1e-6)
   # Later runs load the source in run 0's predicted class proportions (floored).
@@ -185,11 +124,6 @@ def test_prior_shift_and_decision():
   assert "from 55.0% (class 0) to 5.0% (class 3), 0.30 from the source's" in line
   assert "label shift likely" in line
   assert shifted["prior_matching"] and "--prior_matching" in line
-  assert shifted["prior_matching_power"] == 1.0 and "--prior_matching_power=1" in line
-  half = label_shift.describe_decision(
-      label_shift.shift_decision([55, 25, 15, 5], uniform, 0.2, power=0.5))
-  assert "match the source's and the target's class proportions" in half
-  assert "to the power 0.5 (as --first_run=source_only --prior_matching)" in half
   assert not label_shift.shift_decision([55, 25, 15, 5], uniform, 0.31)["prior_matching"]
   # a label_shift.json written before the rare-classes test still reads
   old = {k: shifted[k] for k in ("estimated_prior", "prior_shift", "threshold", "shift")}
@@ -208,20 +142,7 @@ def test_shift_path_config_follows_label_shift_json(tmp_path):
   shifted = iterative.effective_config(cfg, str(tmp_path))
   assert (shifted.first_run, shifted.runs, shifted.prior_matching) == ("source_only", 3, True)
   assert shifted.heldout_fraction == 0.05
-  assert shifted.prior_matching_power == 1.0
   assert iterative.target_balance_labels(shifted, None, np.ones((4, 4))) is None  # at random
-  # the check's default power (0.5) is kept in label_shift.json and followed on resume
-  decision["prior_matching_power"] = 0.5
-  (tmp_path / "label_shift.json").write_text(json.dumps(decision))
-  shifted = iterative.effective_config(cfg, str(tmp_path))
-  assert shifted.prior_matching_power == 0.5
-  assert iterative.target_balance_labels(shifted, None, np.eye(4)).tolist() == [0, 1, 2, 3]
-  assert iterative.probe_decision(cfg, {"predicted_histogram": [0.55, 0.25, 0.15, 0.05],
-                                        "source_class_distribution": [0.25] * 4}
-                                  )["prior_matching_power"] == 0.5
-  del decision["prior_matching_power"]  # written before the power: the source in the
-  (tmp_path / "label_shift.json").write_text(json.dumps(decision))  # probe's proportions
-  assert iterative.effective_config(cfg, str(tmp_path)).prior_matching_power == 1.0
   del decision["prior_matching"]
   (tmp_path / "label_shift.json").write_text(json.dumps(decision))
   assert not iterative.effective_config(cfg, str(tmp_path)).prior_matching
@@ -324,7 +245,7 @@ def results_and_probs(out, runs):
     # (the check holds 5% of the source out of training: the references hold out the same)
     ("1", ["--nolabel_shift_check", "--heldout_fraction=0.05"]),  # no shift found: the paper
     ("0", ["--nolabel_shift_check", "--heldout_fraction=0.05",
-           "--first_run=source_only", "--prior_matching"])])  # shift: from the probe, halfway
+           "--first_run=source_only", "--prior_matching"])])  # shift: from the probe
 def test_check_trains_exactly_one_of_the_two_paths(tiny_domains, tmp_path, threshold,
                                                    reference_flags):
   root, src, tgt = tiny_domains
@@ -344,11 +265,10 @@ def test_check_trains_exactly_one_of_the_two_paths(tiny_domains, tmp_path, thres
   assert summary["label_shift_check"] == decision
   assert decision["shift"] is (threshold == "0")
   probe = np.load(out / "source_only" / "target_probs.npy")
-  if decision["shift"]:  # run 0 is the probe itself; run 1 matches both sides halfway by it
+  if decision["shift"]:  # run 0 is the probe itself; run 1 loads the source in its proportions
     np.testing.assert_array_equal(probs[0], probe)
-    assert "label shift likely" in res.stderr and decision["prior_matching_power"] == 0.5
-    assert "each class weighted by its count to the power 0.5" in res.stderr
-    counts = np.sqrt(np.bincount(probe.argmax(1), minlength=3))
+    assert "label shift likely" in res.stderr
+    counts = np.bincount(probe.argmax(1), minlength=3)
     expected = np.maximum(counts / counts.sum(), label_shift.FLOOR_FRACTION / 3)
     np.testing.assert_allclose(summary["runs"][1]["source_class_distribution"],
                                expected / expected.sum(), atol=1e-6)

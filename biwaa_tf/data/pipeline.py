@@ -18,10 +18,8 @@ log = logging.getLogger(__name__)
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def balanced_target_distribution(labels, num_classes, batch_size=None, power=0.0):
-  """Uniform over the classes that occur in `labels` (others dropped); with `power` > 0,
-  each kept class weighted by its count to that power instead (1: the labels' own
-  proportions; 0.5: halfway between them and uniform, in log space).
+def balanced_target_distribution(labels, num_classes, batch_size=None):
+  """Uniform over the classes that occur in `labels` (others dropped).
 
   With `batch_size`, a class with floor(n_c * K / batch_size) < 1 samples (too few to
   fill its share of a batch) is dropped as well, as the implementation's
@@ -35,9 +33,8 @@ def balanced_target_distribution(labels, num_classes, batch_size=None, power=0.0
     enough = np.floor(counts * num_classes / batch_size) >= 1
     if enough.any():
       present = enough
+  target = present / present.sum()
   initial = counts / counts.sum()
-  target = present * initial ** power
-  target = target / target.sum()
   return target, initial, np.flatnonzero(~present)
 
 
@@ -53,16 +50,14 @@ def acceptance_probabilities(target, initial):
 
 
 def index_stream(labels, seed, balance_labels=None, num_classes=None, batch_size=None,
-                 class_distribution=None, balance_power=0.0):
+                 class_distribution=None):
   """Infinite shuffled dataset of (index, label); class-balanced if asked.
 
   `balance_labels` (N ints) are the labels to balance by (true labels for the
   source, pseudo- or oracle labels for the target); None loads uniformly. With
   `batch_size`, classes too small for their share of a batch are dropped
   (`balanced_target_distribution`). `class_distribution` (K, with balance_labels)
-  loads the classes in these proportions instead of uniformly (--prior_matching);
-  `balance_power` weights each class by its count to that power instead
-  (`balanced_target_distribution`; --prior_matching_power).
+  loads the classes in these proportions instead of uniformly (--prior_matching).
 
   Balancing is rejection resampling of (index, label) pairs before any file is
   read, as ``Dataset.rejection_resample`` does with a known initial
@@ -77,8 +72,7 @@ def index_stream(labels, seed, balance_labels=None, num_classes=None, batch_size
   ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat()
   if balance_labels is None:
     return ds
-  target, initial, dropped = balanced_target_distribution(by, num_classes, batch_size,
-                                                          balance_power)
+  target, initial, dropped = balanced_target_distribution(by, num_classes, batch_size)
   if class_distribution is not None:
     target = np.where(initial > 0, np.asarray(class_distribution, np.float64), 0.0)
     target, dropped = target / target.sum(), np.flatnonzero(target <= 0)
@@ -106,8 +100,7 @@ def image_loader(image_list):
 
 
 def train_dataset(image_list, opts, batch_size, seed, balance_labels=None, num_classes=None,
-                  drop_small_classes=False, class_distribution=None, start=0,
-                  balance_power=0.0):
+                  drop_small_classes=False, class_distribution=None, start=0):
   """Batches of (images, labels, indices, positions), infinite.
 
   `positions` number the elements of the (balanced) index stream: augmentation
@@ -129,8 +122,7 @@ def train_dataset(image_list, opts, batch_size, seed, balance_labels=None, num_c
     return view, tf.gather(labels, index), index, position
 
   ds = index_stream(image_list.labels, seed, balance_labels, num_classes,
-                    batch_size if drop_small_classes else None, class_distribution,
-                    balance_power).enumerate()
+                    batch_size if drop_small_classes else None, class_distribution).enumerate()
   if start:
     ds = ds.skip(start)
   ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
@@ -148,14 +140,13 @@ def skipped_images(last_positions, steps, batch_size):
 
 def training_pairs(source, target, opts, batch_size, seed, target_balance=None,
                    num_classes=None, balance_source=True, source_distribution=None,
-                   start=(0, 0), target_power=0.0):
+                   start=(0, 0)):
   """Elements (((x_s, y_s), (x_t, index_t, y_t)), last_positions).
 
   The source is class-balanced by its labels (uniform when not `balance_source`; in
   the proportions `source_distribution` when given), the target by `target_balance`
   (uniform when None; a class predicted for fewer than batch_size / K samples is
-  dropped, as in the implementation; each class weighted by its count to `target_power`,
-  0: class-balanced). y_t is -1 when unknown. `last_positions` (2,)
+  dropped, as in the implementation). y_t is -1 when unknown. `last_positions` (2,)
   is each domain's largest stream position in the batch: one past it is where a
   resumed run starts (`start`, per domain), and it feeds `skipped_images`.
   """
@@ -163,7 +154,7 @@ def training_pairs(source, target, opts, batch_size, seed, target_balance=None,
   src = train_dataset(source, opts, batch_size, seed, source.labels if by_class else None,
                       num_classes, class_distribution=source_distribution, start=start[0])
   tgt = train_dataset(target, opts, batch_size, seed + 1, target_balance, num_classes,
-                      drop_small_classes=True, start=start[1], balance_power=target_power)
+                      drop_small_classes=True, start=start[1])
 
   def pair(s, t):
     (x_s, y_s, _, p_s), (x_t, y_t, i_t, p_t) = s, t

@@ -38,36 +38,27 @@ def target_balance_labels(cfg, domains, aggregate):
   """The labels the next run's target loader balances by (None: random loading)."""
   if cfg.balanced_target == "oracle":
     return domains.target.labels
-  if cfg.balanced_target == "none" or aggregate is None or (
-      cfg.prior_matching and cfg.prior_matching_power >= 1):
+  if cfg.balanced_target == "none" or aggregate is None or cfg.prior_matching:
     return None
   return np.argmax(aggregate, axis=1).astype(np.int64)
 
 
-def target_balance_power(cfg):
-  """The power of its pseudo-class counts each target class is weighted by (0:
-  class-balanced, the paper's loader; --prior_matching_power)."""
-  return cfg.prior_matching_power if cfg.prior_matching else 0.0
-
-
 def source_distribution(cfg, domains, run_dirs):
   """--prior_matching (and the label-shift path): the class proportions the later runs
-  load the source in (floored, label_shift.sampling_distribution). None otherwise, or
+  load the source in: run 0's predicted class histogram (floored,
+  label_shift.sampling_distribution), the same for every later run. None otherwise, or
   before the first run.
 
-  --prior_matching_power=1: run 0's predicted class histogram, the same for every later
-  run (the target at random). Run 0 only: re-estimating from each run fed a run's errors
+  Run 0 only: the histograms of adapted runs follow their own alignment (which is what
+  goes wrong under label shift), and re-estimating from each run feeds a run's errors
   into the next one's source (measured: digits M->U-LT seed 0, 88.3% after run 1, 84.1%
-  after run 2 re-estimated; docs/label_shift.md, "Run 2 re-estimated from run 1").
-  Below 1: the histogram of the pseudo-labels the target's loader weights its classes
-  by (the earlier runs' aggregate, `target_balance_labels`), to the power, so that both
-  sides carry about the target's proportions to that power."""
+  after run 2 re-estimated). Of the estimates from the source-only run, the argmax
+  histogram was the closest to the true prior (README, label shift)."""
   if not cfg.prior_matching or not run_dirs:
     return None
-  power = cfg.prior_matching_power
-  probs = layout.load_probs(run_dirs[0]) if power >= 1 else earlier_aggregate(cfg, run_dirs)
+  probs = layout.load_probs(run_dirs[0])
   counts = np.bincount(np.argmax(probs, axis=1), minlength=domains.num_classes)
-  return label_shift.sampling_distribution(counts.astype(np.float64) ** power)
+  return label_shift.sampling_distribution(counts)
 
 
 def earlier_aggregate(cfg, run_dirs):
@@ -170,8 +161,7 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
       result = run_lib.train_run(run_config(cfg, r), domains, r, run_dir, agg,
                                  target_balance_labels(cfg, domains, agg), strategy,
                                  callbacks=callbacks,
-                                 source_distribution=source_distribution(cfg, domains, run_dirs),
-                                 target_power=target_balance_power(cfg))
+                                 source_distribution=source_distribution(cfg, domains, run_dirs))
       trained = True
       if not chief:
         run_dirs.append(run_dir)
@@ -332,25 +322,21 @@ def probe_decision(cfg, result):
   return label_shift.shift_decision(result["predicted_histogram"],
                                     result["source_class_distribution"],
                                     cfg.label_shift_threshold, cfg.label_shift_rare_share,
-                                    collapsed=collapse_message(0, result),
-                                    power=cfg.prior_matching_power)
+                                    collapsed=collapse_message(0, result))
 
 
 def shifted_config(cfg, decision):
   """The runs' configuration on label shift: run 0 is the probe, at least one run adapts
-  after it, and (decision["prior_matching"], since 943ea4f) the adapted runs match the
-  source's and the target's class proportions (--prior_matching), so that both sides
-  carry about the same label distribution: halfway by default (the decision's
-  "prior_matching_power"; a label_shift.json without it was trained with the source in
-  the probe's proportions and the target at random, power 1).
+  after it, and (decision["prior_matching"], since 943ea4f) the adapted runs load the
+  source in the probe's predicted target class proportions and the target at random
+  (--prior_matching), so that both sides carry about the same label distribution.
   The class-balanced target loader instead (BIWAA-I's, kept for a training whose
-  label_shift.json predates "prior_matching") aligns a target without some classes
-  against a source that has them all: 17 points below the probe on a Dirichlet(0.3)
-  target (docs/label_shift.md, "Prior matching on the shift path")."""
+  label_shift.json predates the key) aligns a target without some classes against a
+  source that has them all: 17 points below the probe on a Dirichlet(0.3) target
+  (docs/label_shift.md, "Prior matching on the shift path")."""
   return dataclasses.replace(cfg, first_run="source_only", runs=max(cfg.runs, 2),
                              heldout_fraction=heldout_fraction(cfg),  # the check's split
-                             prior_matching=bool(decision.get("prior_matching")),
-                             prior_matching_power=decision.get("prior_matching_power", 1.0))
+                             prior_matching=bool(decision.get("prior_matching")))
 
 
 def _link_tree(src, dst):

@@ -209,13 +209,9 @@ def plan(cfg, domains=None):
       f"target {cfg.balanced_target}"
       + ("" if cfg.target_subsample == "none" else f", target subsampled {cfg.target_subsample}"),
   ]
-  if cfg.prior_matching and cfg.prior_matching_power >= 1:
+  if cfg.prior_matching:
     lines.append("          from run 1: source in run 0's predicted target class "
                  "proportions (prior matching), target at random")
-  elif cfg.prior_matching:
-    lines.append("          from run 1: source and target matched by the earlier runs' "
-                 f"pseudo-labels, each class by its count to the power "
-                 f"{cfg.prior_matching_power:g} (prior matching)")
   if cfg.first_run == "source_only":
     lines.append("          run 0: source only (seeds the later runs)")
   for role, ds in (("source", d.source), ("target", d.target), ("eval", d.target_eval)):

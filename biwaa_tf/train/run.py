@@ -87,13 +87,11 @@ def predict_probs(model, image_list, opts, batch_size):
 
 
 def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=None,
-              strategy=None, callbacks=None, source_distribution=None, target_power=0.0):
+              strategy=None, callbacks=None, source_distribution=None):
   """Trains run `run` into `run_dir` (resuming from its checkpoint) and evaluates.
 
   `source_distribution`: the class proportions the source is loaded in (None: as
   --balanced_source says); recorded in the result as `source_class_distribution`.
-  `balance_labels`: the labels the target is loaded by, each class weighted by its count
-  to `target_power` (0: class-balanced); None: at random.
 
   `callbacks`: Keras callbacks. The run trains with BIWAAModel.fit(), an epoch being a
   checkpoint interval (--checkpoint_every steps); its logs are the mean of its steps'
@@ -119,12 +117,10 @@ def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=No
   opts = image_options(cfg, domains.normalization)
   if balance_labels is not None:
     hist = np.bincount(balance_labels, minlength=domains.num_classes)
-    how = ("class-balanced" if not target_power else
-           f"with each class weighted by its count to the power {target_power:g}")
-    log.info("run %d: target loaded %s by labels with histogram %s", run, how,
-             hist.tolist())
+    log.info("run %d: target loaded class-balanced by labels with histogram %s",
+                 run, hist.tolist())
   if source_distribution is not None:
-    log.info("run %d: source loaded in the class proportions %s", run,
+    log.info("run %d: source loaded in the predicted target class proportions %s", run,
              np.round(source_distribution, 3).tolist())
   ckpt = tf.train.Checkpoint(model=model, backbone_optimizer=model.backbone_optimizer,
                              head_optimizer=model.head_optimizer)
@@ -146,8 +142,7 @@ def train_run(cfg, domains, run, run_dir, prev_aggregate=None, balance_labels=No
   # The input continues where the checkpoint's last batch ended.
   data = pipeline.training_pairs(domains.source, domains.target, opts, cfg.batch_size, seed,
                                  balance_labels, domains.num_classes, cfg.balanced_source,
-                                 source_distribution, start=model.input_position.numpy() + 1,
-                                 target_power=target_power)
+                                 source_distribution, start=model.input_position.numpy() + 1)
   data = distribute.distribute_batches(strategy, data, cfg.batch_size)
   skipped, speed = _fit(cfg, model, data, manager, run, run_dir, chief, callbacks,
                         checkpoint_bytes=size)

@@ -9,10 +9,8 @@ tools/experiments/run_suite.py with the variants source_only, the shift path's v
 read from them, not retrained: its probe is the source_only cell (the same configuration and
 seed, bit for bit: tests/test_label_shift.py), and it trains exactly the shift variant when
 the check finds shift and biwaa_i when it does not (the same test). The shift variant is
-biwaa_i_half since the halfway loaders (both sides matched by the earlier runs'
-pseudo-labels, power 0.5), biwaa_i_pm from 943ea4f (source in the probe's predicted
-proportions); biwaa_i_so for the default before it, which the published tables of this
-tool measured. The verdict is
+biwaa_i_pm since 943ea4f (source in the probe's predicted proportions); biwaa_i_so for the
+default before it, which the published tables of this tool measured. The verdict is
 label_shift.verdict on a final model against the probe; "right" when "likely" came with a
 gain over source-only or "unlikely" with a loss ("unsure" and "unchanged" are counted
 apart). Its hit rate is given twice: on the default's final models, and on every adapted
@@ -33,14 +31,12 @@ flags.DEFINE_string("suite", "runs/shift", "Root of the suite's cells.")
 flags.DEFINE_float("threshold", 0.3, "--label_shift_threshold to evaluate.")
 flags.DEFINE_float("rare_share", 0.2, "--label_shift_rare_share to evaluate (0: off).")
 flags.DEFINE_bool("summary", False, "Only the default's gain over source-only, seed by seed.")
-flags.DEFINE_enum("shift_variant", "biwaa_i_pm", ["biwaa_i_half", "biwaa_i_pm", "biwaa_i_so"],
-                  "The variant the default trains on a shift: biwaa_i_half since the halfway "
-                  "loaders, biwaa_i_pm from 943ea4f (this tool's published tables: "
-                  "biwaa_i_so, before it).")
+flags.DEFINE_enum("shift_variant", "biwaa_i_pm", ["biwaa_i_pm", "biwaa_i_so"],
+                  "The variant the default trains on a shift: biwaa_i_pm since 943ea4f, "
+                  "biwaa_i_so before it.")
 FLAGS = flags.FLAGS
 
-SHIFT_NAMES = {"biwaa_i_half": "source-only first + prior matching halfway",
-               "biwaa_i_pm": "source-only first + prior matching",
+SHIFT_NAMES = {"biwaa_i_pm": "source-only first + prior matching",
                "biwaa_i_so": "source-only first"}
 
 

@@ -8,20 +8,15 @@ VARIANTS = {
     "biwaa": ["--method=biwaa", "--runs=1"],
     "biwaa_i": ["--method=biwaa"],  # --runs from the task (10) or the suite
     "oracle": ["--method=biwaa", "--balanced_target=oracle", "--runs=1"],
-    # Label shift: run 0 source-only, then the source in its predicted target proportions
-    # and the target at random (pm), or both sides matched halfway by the earlier runs'
-    # pseudo-labels (half: the check's shift path); or only the source-only first run.
-    "biwaa_i_pm": ["--method=biwaa", "--prior_matching", "--prior_matching_power=1",
-                   "--first_run=source_only"],
-    "biwaa_i_half": ["--method=biwaa", "--prior_matching", "--prior_matching_power=0.5",
-                     "--first_run=source_only"],
+    # Label shift: run 0 source-only, then the source in the estimated target
+    # proportions (EM) and the target at random; or only the source-only first run.
+    "biwaa_i_pm": ["--method=biwaa", "--prior_matching", "--first_run=source_only"],
     "biwaa_i_so": ["--method=biwaa", "--first_run=source_only"],
 }
 LABELS = {
     "source_only": "Source only", "dann": "DANN", "dann_bg": "DANN+BG",
     "biwaa_no_ms": "BIWAA w/o MS", "biwaa": "BIWAA", "biwaa_i": "BIWAA-I",
     "oracle": "Oracle loader", "biwaa_i_pm": "BIWAA-I + prior matching",
-    "biwaa_i_half": "BIWAA-I + prior matching halfway",
     "biwaa_i_so": "BIWAA-I, source-only first run",
 }
 WEIGHTING_PREFIX = "wf"  # wf<lambda>: BIWAA (one run) with --weighting_factor=<lambda>
