@@ -117,7 +117,8 @@ class TrainConfig:
       "The share of each source class kept out of training, labelled, for calibration and the "
       "label-free estimates of the target's class proportions and of each model's target "
       "accuracy (saved as run_<r>/heldout_probs.npy). Default: 0.05 with the label-shift "
-      "check, 0 without it (all of the source trains).")
+      "check, 0 without it (all of the source trains). Where the check finds no shift, only "
+      "the probe leaves the split out: the paper's runs train on all of the source.")
   target_subsample: str = option("none", "label shift",
       "Label-shift experiments on a labelled target: long_tail:R keeps a fraction "
       "R^(-k/(K-1)) of class k's images (class 0 all, the last 1/R; drawn with --seed), "

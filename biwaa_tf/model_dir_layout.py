@@ -12,7 +12,7 @@
         tb/                    TensorBoard logs
         target_probs.npy       the target's probabilities (N x K)
         eval_probs.npy         --target_eval's, when it differs from the target
-        heldout_probs.npy      the held-out source split's
+        heldout_probs.npy      the held-out source split's (not for runs trained on it)
         run_result.json        the run's accuracies and histograms (written last)
       export/                SavedModel of the returned model
       results.json           the training's summary (written last: its presence means done)

@@ -214,11 +214,13 @@ def assess(heldout_labels, source_prior, candidates, rounds=100, seed=0):
   """The label-free estimates of a training, for results.json.
 
   candidates: [(name, held-out probabilities, target probabilities)], the source-only
-  model first. Returns {"prior": the target prior as the candidates' mean prediction
-  predicts it (with a bootstrap interval), and as the source-only model alone estimates
-  it (calibrated MLLS, its interval, BBSE's, the shift test), "candidates": each model's
-  estimated accuracy (its agreement with the candidates' mean prediction), its ATC
-  estimate (after calibration), and its disagreement with source-only}.
+  model first; a model that trained on the held-out split gives None for its held-out
+  probabilities (its ATC estimate and held-out accuracy are then None). Returns
+  {"prior": the target prior as the candidates' mean prediction predicts it (with a
+  bootstrap interval), and as the source-only model alone estimates it (calibrated MLLS,
+  its interval, BBSE's, the shift test), "candidates": each model's estimated accuracy
+  (its agreement with the candidates' mean prediction), its ATC estimate (after
+  calibration), and its disagreement with source-only}.
 
   Why agreement: on the suite's tuning part (docs/label_shift.md) the source-only model's
   calibration on held-out source does not carry over to the target (ATC's error: 13.7
@@ -231,7 +233,8 @@ def assess(heldout_labels, source_prior, candidates, rounds=100, seed=0):
   estimate = lambda h, y, t: calibrated_mlls(h, y, t, pi)  # noqa: E731
   q, lo, hi = bootstrap_prior(estimate, held, heldout_labels, target, rounds, seed)
   tv, null, p = shift_test(estimate, held, heldout_labels, target, pi, rounds, seed)
-  cal = [calibrated(h, heldout_labels, t) for _, h, t in candidates]  # once each
+  cal = [calibrated(h, heldout_labels, t) if h is not None else None
+         for _, h, t in candidates]  # once each
   consensus = np.mean([c[2] for c in candidates], axis=0)
   hist = lambda t: np.bincount(np.argmax(t, 1), minlength=len(pi)) / len(t)  # noqa: E731
   c_q, c_lo, c_hi = bootstrap_prior(lambda h, y, t: hist(t), held, heldout_labels, consensus,
@@ -248,13 +251,14 @@ def assess(heldout_labels, source_prior, candidates, rounds=100, seed=0):
                    "source_only_shift_p_value": round(p, 4)},
          "candidates": []}
   out["runs_spread"] = round(runs_spread([t for _, _, t in candidates[1:]]), 4)
-  for (name, held_c, target_c), (held_cal, target_cal) in zip(candidates, cal):
+  for (name, held_c, target_c), c in zip(candidates, cal):
     out["candidates"].append({
         "name": name,
         "estimated_accuracy": round(1 - disagreement(target_c, consensus), 4),
-        "atc_accuracy": round(atc_accuracy(atc_threshold(held_cal, heldout_labels),
-                                           target_cal), 4),
-        "heldout_accuracy": round(float(np.mean(np.argmax(held_c, 1) == heldout_labels)), 4),
+        "atc_accuracy": None if c is None else round(
+            atc_accuracy(atc_threshold(c[0], heldout_labels), c[1]), 4),
+        "heldout_accuracy": None if held_c is None else round(
+            float(np.mean(np.argmax(held_c, 1) == heldout_labels)), 4),
         "disagreement_with_source_only": round(disagreement(target_c, target), 4)})
   return out
 

@@ -164,8 +164,9 @@ def test_label_shift_table_reads_the_default_and_judges_the_verdict(tmp_path):
   assert "| lt | task | seed0 | 62.50 | 0.40 | 0.20 | shift | 50.00 | - | - |" in before
 
 
-def _trust_cell(root, accuracies, seed):
-  """A finished default cell: held-out labels, and per candidate its saved outputs."""
+def _trust_cell(root, accuracies, seed, trained_on_heldout=()):
+  """A finished default cell: held-out labels, and per candidate its saved outputs (none on
+  the held-out split for the runs in `trained_on_heldout`: the no-shift path's)."""
   rng = np.random.default_rng(seed)
   os.makedirs(root)
   labels = np.repeat(np.arange(3), 20)
@@ -174,7 +175,8 @@ def _trust_cell(root, accuracies, seed):
     d = os.path.join(root, name)
     os.makedirs(d)
     held = np.eye(3)[labels] * 0.8 + 0.1 + rng.uniform(0, 0.01, (60, 3))
-    np.save(os.path.join(d, "heldout_probs.npy"), held / held.sum(1, keepdims=True))
+    if name not in trained_on_heldout:
+      np.save(os.path.join(d, "heldout_probs.npy"), held / held.sum(1, keepdims=True))
     target = rng.dirichlet([1.0] * 3, 90)
     np.save(os.path.join(d, "target_probs.npy"), target)
     with open(os.path.join(d, "run_result.json"), "w") as f:
@@ -188,7 +190,7 @@ def test_trust_table_rescores_saved_outputs(tmp_path):
   _trust_cell(str(tmp_path / "a" / "seed0"), {"source_only": 0.70, "run_0": 0.70,
                                                "run_1": 0.80}, 0)
   _trust_cell(str(tmp_path / "a" / "seed1"), {"source_only": 0.60, "run_0": 0.60,
-                                               "run_1": 0.55}, 1)
+                                               "run_1": 0.55}, 1, ("run_0", "run_1"))
   tool = [sys.executable, "-m", "tools.experiments.trust_table", f"--suite={tmp_path}",
           "--margin=1"]
   res = subprocess.run(tool, cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -152,6 +152,28 @@ def test_assess_estimates_from_the_candidates_and_the_source_only_model():
   assert out["runs_spread"] == 0.0  # one adapted candidate: no pair to disagree
 
 
+def test_assess_takes_candidates_trained_on_the_heldout_split():
+  """The no-shift path's runs train on the split: no held-out outputs, no ATC, and the
+  same agreement estimates as with them."""
+  held_p, held_y, _ = sample(PI, 300, 18)
+  target_p, _, _ = sample(Q, 500, 19)
+  run = np.roll(target_p, 1, axis=1)  # another model: its argmax shifted by one class
+  with_held = trust.assess(held_y, PI, [("source_only", held_p, target_p),
+                                        ("run_0", held_p, run)], rounds=5)
+  without = trust.assess(held_y, PI, [("source_only", held_p, target_p),
+                                      ("run_0", None, run)], rounds=5)
+  so, run_0 = without["candidates"]
+  assert run_0["atc_accuracy"] is None and run_0["heldout_accuracy"] is None
+  assert so["heldout_accuracy"] == pytest.approx(np.mean(held_p.argmax(1) == held_y),
+                                                 abs=1e-4)
+  for a, b in zip(with_held["candidates"], without["candidates"]):
+    assert a["estimated_accuracy"] == b["estimated_accuracy"]
+    assert a["disagreement_with_source_only"] == b["disagreement_with_source_only"]
+  assert run_0["disagreement_with_source_only"] == pytest.approx(
+      np.mean(run.argmax(1) != target_p.argmax(1)), abs=1e-4)
+  assert with_held["prior"] == without["prior"]
+
+
 def _c(name, acc, dis):
   return {"name": name, "estimated_accuracy": acc, "disagreement_with_source_only": dis}
 

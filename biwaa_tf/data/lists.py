@@ -462,7 +462,17 @@ class Domains:
   class_names: tuple
   normalization: str
   heldout: object = None  # labelled source images kept out of training (split_heldout)
+  unsplit_source: object = None  # the source before split_heldout, in its own order
 
   @property
   def num_classes(self):
     return len(self.class_names)
+
+  def with_all_of_the_source(self):
+    """These domains with the held-out split trained on again (the source as it was read,
+    in its order) and no held-out split: the paper's runs, where the label-shift check
+    finds no shift, train exactly as --nolabel_shift_check does."""
+    if self.unsplit_source is None:
+      return self
+    return dataclasses.replace(self, source=self.unsplit_source, heldout=None,
+                               unsplit_source=None)

@@ -149,6 +149,12 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
              "the probe's decision); the runs follow --first_run=%s", cfg.first_run)
   elif probes_label_shift(cfg):
     cfg, decision, trained = _check_label_shift(cfg, strategy, domains, callbacks)
+  runs_domains = domains
+  if decision is not None and not decision["shift"] and domains.unsplit_source is not None:
+    # no shift: exactly the paper's runs (--nolabel_shift_check), on all of the source
+    runs_domains = domains.with_all_of_the_source()
+    log.info("no label shift: the paper's runs train on all %d source images (the held-out "
+             "split too; only the probe is scored on it)", runs_domains.source.size)
   for r in range(cfg.runs):
     run_dir = layout.run_dir(cfg.model_dir, r)
     done = os.path.join(run_dir, layout.RUN_RESULT)
@@ -158,7 +164,7 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
                decision["shift"] and r == 0 else "complete (skipped)", result.get("accuracy"))
     else:
       agg = earlier_aggregate(cfg, run_dirs)
-      result = run_lib.train_run(run_config(cfg, r), domains, r, run_dir, agg,
+      result = run_lib.train_run(run_config(cfg, r), runs_domains, r, run_dir, agg,
                                  target_balance_labels(cfg, domains, agg), strategy,
                                  callbacks=callbacks,
                                  source_distribution=source_distribution(cfg, domains, run_dirs))
@@ -249,9 +255,11 @@ def _assess(cfg, domains, reference, run_dirs):
   runs = run_dirs[1:] if cfg.first_run == "source_only" else run_dirs
   names = ["source_only"] + [os.path.basename(d) for d in runs]
   dirs = [reference] + list(runs)
-  candidates = [(name, layout.load_probs(d, layout.HELDOUT_PROBS), layout.load_probs(d))
-                for name, d in zip(names, dirs) if layout.has_probs(d, layout.HELDOUT_PROBS)]
-  if not candidates or candidates[0][0] != "source_only":
+  # (the paper's runs, where no shift was found, trained on the split: no held-out outputs)
+  candidates = [(name, layout.load_probs(d, layout.HELDOUT_PROBS)
+                 if layout.has_probs(d, layout.HELDOUT_PROBS) else None, layout.load_probs(d))
+                for name, d in zip(names, dirs)]
+  if candidates[0][1] is None:
     return None
   prior = layout.read_run_result(reference)["source_class_distribution"]
   out = trust.assess(labels, prior, candidates, seed=cfg.seed)

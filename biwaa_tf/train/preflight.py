@@ -61,15 +61,16 @@ def prepare_data(cfg, check_images=True, load=None):
   if cfg.balanced_target == "oracle" and not target.labelled:
     raise UserError(f"--balanced_target=oracle needs labels in {target.name}")
   target, target_eval = subsample_target(cfg, target, target_eval)
-  heldout = None
+  heldout = unsplit = None
   fraction = heldout_fraction(cfg)
   if fraction > 0:
+    unsplit = source
     source, heldout, alone = lists.split_heldout(source, fraction, cfg.seed)
     if alone:
       log.warning("held-out source split: class(es) %s have one source image, which trains; "
                   "no held-out image represents them", alone)
   return lists.Domains(source, target, target_eval, source.class_names, normalization,
-                       heldout)
+                       heldout, unsplit)
 
 
 def _load_files(spec, cfg, num_classes):

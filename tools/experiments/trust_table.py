@@ -4,12 +4,13 @@
         [--margin=0.02] [--estimator=atc]
 
 A cell is a no-flag default training (label-shift check on) whose model_dir holds
-heldout_labels.npy and, for the source-only probe and every run, heldout_probs.npy and
-target_probs.npy beside run_result.json (its true target accuracy: the suite's targets
-are labelled, and only the table reads the labels). For each cell: the prior
-estimate's error (TV from the true target class proportions), each candidate's
-estimated and true accuracy, and the model a rule returns against source-only, the
-last run (today's default) and the oracle (the best candidate by target labels).
+heldout_labels.npy and, for the source-only probe and every run, target_probs.npy and
+heldout_probs.npy (but for the no-shift path's runs, which train on the split) beside
+run_result.json (its true target accuracy: the suite's targets are labelled, and only
+the table reads the labels). For each cell: the prior estimate's error (TV from the true
+target class proportions), each candidate's estimated and true accuracy, and the model a
+rule returns against source-only, the last run (today's default) and the oracle (the
+best candidate by target labels).
 
 The rule is the library's (trust.choose): source-only unless an adapted model is
 estimated better by more than the error bar (--margin plus the adapted runs' spread), then
@@ -41,6 +42,8 @@ FLAGS = flags.FLAGS
 
 
 def estimate_accuracy(kind, heldout_probs, heldout_labels, target_probs):
+  if heldout_probs is None:  # a model trained on the split (the no-shift path's runs)
+    return float("nan")
   held, target = trust.calibrated(heldout_probs, heldout_labels, target_probs)
   if kind in ("ac", "agree"):
     return float(trust.confidence(target).mean())
@@ -57,7 +60,9 @@ def cell_rows(model_dir, kind):
   dirs = [layout.probe_dir(model_dir)] + runs
   candidates = []
   for d in dirs:
-    held, target = layout.load_probs(d, layout.HELDOUT_PROBS), layout.load_probs(d)
+    held = (layout.load_probs(d, layout.HELDOUT_PROBS)
+            if layout.has_probs(d, layout.HELDOUT_PROBS) else None)
+    target = layout.load_probs(d)
     true = layout.read_run_result(d)["accuracy"]
     candidates.append((os.path.basename(d), estimate_accuracy(kind, held, labels, target),
                        true, held, target))
