@@ -152,6 +152,31 @@ def test_shift_path_config_follows_label_shift_json(tmp_path):
   assert probes_label_shift(cfg)
 
 
+def test_the_paper_runs_train_on_all_of_the_source_where_no_shift_is_found(tmp_path):
+  """No shift: the runs get the source as read, in its order, and no held-out split; a
+  shift (or no check) keeps the split out; a model_dir whose runs began with the split out
+  (their heldout_probs.npy saved) keeps it out."""
+  from biwaa_tf.data import lists
+  from biwaa_tf.train import iterative
+  labels = np.repeat([0, 1, 2], [20, 20, 20])
+  source = lists.ImageList("s", tuple(f"{i}.png" for i in range(60)), labels, ("a", "b", "c"))
+  train, held, _ = lists.split_heldout(source, 0.05, seed=0)
+  domains = lists.Domains(train, source, source, source.class_names, "imagenet", held, source)
+  cfg = make_config(source="s", target="t", model_dir=str(tmp_path), runs=3)
+  none = label_shift.shift_decision([20, 20, 20], [1 / 3] * 3, 0.3)
+  shift = label_shift.shift_decision([55, 4, 1], [1 / 3] * 3, 0.3)
+  assert not none["shift"] and shift["shift"]
+  paper = iterative.paper_runs_domains(cfg, domains, none)
+  assert paper.source is source and paper.heldout is None and paper.target is source
+  assert iterative.paper_runs_domains(cfg, domains, shift) is domains
+  assert iterative.paper_runs_domains(cfg, domains, None) is domains
+  plain = lists.Domains(source, source, source, source.class_names, "imagenet")
+  assert iterative.paper_runs_domains(cfg, plain, none) is plain  # no split to put back
+  (tmp_path / "run_0").mkdir()
+  np.save(tmp_path / "run_0" / "heldout_probs.npy", np.full((3, 3), 1 / 3))
+  assert iterative.paper_runs_domains(cfg, domains, none) is domains
+
+
 def test_a_collapsed_probe_is_no_estimate():
   """A probe that predicts (almost) one class for the whole target: no shift path (its
   source would be loaded in one class); the paper's runs follow and the reason is kept."""

@@ -149,12 +149,7 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
              "the probe's decision); the runs follow --first_run=%s", cfg.first_run)
   elif probes_label_shift(cfg):
     cfg, decision, trained = _check_label_shift(cfg, strategy, domains, callbacks)
-  runs_domains = domains
-  if decision is not None and not decision["shift"] and domains.unsplit_source is not None:
-    # no shift: exactly the paper's runs (--nolabel_shift_check), on all of the source
-    runs_domains = domains.with_all_of_the_source()
-    log.info("no label shift: the paper's runs train on all %d source images (the held-out "
-             "split too; only the probe is scored on it)", runs_domains.source.size)
+  runs_domains = paper_runs_domains(cfg, domains, decision)
   for r in range(cfg.runs):
     run_dir = layout.run_dir(cfg.model_dir, r)
     done = os.path.join(run_dir, layout.RUN_RESULT)
@@ -284,6 +279,24 @@ def _source_only_reference(cfg, decision):
   if cfg.first_run == "source_only" and cfg.runs > 1:
     return layout.run_dir(cfg.model_dir, 0)
   return None
+
+
+def paper_runs_domains(cfg, domains, decision):
+  """The domains the runs train on: where the label-shift check found no shift, exactly
+  the paper's runs (--nolabel_shift_check), on all of the source (the held-out split
+  leaves the probe's training only); else `domains`. A model_dir whose runs kept the
+  split out (heldout_probs.npy saved: begun before 77f8a00) keeps it out: one training,
+  one source."""
+  if decision is None or decision["shift"] or domains.unsplit_source is None:
+    return domains
+  if any(layout.has_probs(d, layout.HELDOUT_PROBS) for d in layout.run_dirs(cfg.model_dir)):
+    log.info("no label shift: this model_dir's runs began without the held-out split; the "
+             "later runs keep it out too")
+    return domains
+  runs_domains = domains.with_all_of_the_source()
+  log.info("no label shift: the paper's runs train on all %d source images (the held-out "
+           "split too; only the probe is scored on it)", runs_domains.source.size)
+  return runs_domains
 
 
 def _check_label_shift(cfg, strategy, domains, callbacks):

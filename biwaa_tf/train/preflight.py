@@ -13,7 +13,12 @@ import numpy as np
 
 from biwaa_tf import io_utils
 from biwaa_tf import model_dir_layout as layout
-from biwaa_tf.config import heldout_fraction, parse_subsample, resolved_flags_text
+from biwaa_tf.config import (
+  heldout_fraction,
+  parse_subsample,
+  probes_label_shift,
+  resolved_flags_text,
+)
 from biwaa_tf.data import lists
 from biwaa_tf.errors import UserError
 from biwaa_tf.model.backbones import normalization as backbone_normalization
@@ -219,9 +224,12 @@ def plan(cfg, domains=None):
     labels = "labelled" if ds.labelled else "unlabelled"
     lines.append(f"{role:<9} {ds.name}: {ds.size} images, {labels}")
   if d.heldout is not None:
+    use = ("the probe does not train on them, nor do the runs on a label shift (without one "
+           "the paper's runs train on all of the source)" if probes_label_shift(cfg) else
+           "not trained on")
     lines.append(f"held out  {d.heldout.size} labelled source images "
-                 f"({100 * heldout_fraction(cfg):g}% of each class, seed {cfg.seed}), not trained "
-                 "on: calibration and label-free estimates")
+                 f"({100 * heldout_fraction(cfg):g}% of each class, seed {cfg.seed}) for "
+                 f"calibration and the label-free estimates: {use}")
   lines.append(f"classes   {d.num_classes}; images under --data_root={cfg.data_root or '.'}")
   lines.append(f"output    {cfg.model_dir}/ (flags.txt, run_0..run_{cfg.runs - 1}/, "
                f"export/, results.json)")
