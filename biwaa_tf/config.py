@@ -99,10 +99,10 @@ class TrainConfig:
       "share of the source held out (--heldout_fraction); if the probe's predicted target "
       "class proportions are far from the source's, the adapted runs start from it and load "
       "the source in its predicted proportions (as --first_run=source_only "
-      "--prior_matching), else the paper's runs are trained unchanged. The training "
-      "returns the model (probe or run) with the best label-free accuracy estimate and ends "
-      "with a verdict (did adaptation likely help?). The benchmark flagfiles turn it off "
-      "(--nolabel_shift_check: the paper).")
+      "--prior_matching), else the paper's runs are trained unchanged, on all of the "
+      "source. The training returns the model (probe or run) with the best label-free "
+      "accuracy estimate and ends with a verdict (did adaptation likely help?). The "
+      "benchmark flagfiles turn it off (--nolabel_shift_check: the paper).")
   label_shift_threshold: float = option(0.3, "label shift",
       "The label-shift check finds a shift when the probe's predicted target class "
       "proportions are more than this total-variation distance from the source's (0: always "
@@ -382,7 +382,9 @@ def run_config(cfg, run):
 def heldout_fraction(cfg):
   """The share of each source class held out of training (labelled, for the label-free
   estimates of biwaa_tf/trust.py): --heldout_fraction, by default 5% when the label-shift
-  check runs and none otherwise (the benchmarks train on all of the source)."""
+  check runs and none otherwise (the benchmarks train on all of the source). With the
+  check it leaves the probe's training, and the runs' on a shift only
+  (iterative.paper_runs_domains)."""
   if cfg.heldout_fraction is not None:
     return cfg.heldout_fraction
   return HELDOUT_FRACTION if probes_label_shift(cfg) else 0.0

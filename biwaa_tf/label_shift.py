@@ -107,7 +107,10 @@ def shift_decision(predicted_histogram, source_distribution, threshold, rare_sha
               "reasons": reasons, "path": "source_only_first" if reasons else "paper",
               # the shift path's source loading (label_shift.json files written before
               # 943ea4f lack it: their trainings resume with the class-balanced loader)
-              "prior_matching": bool(reasons)}
+              "prior_matching": bool(reasons),
+              # the paper's path trains on all of the source, the held-out split too
+              # (since 77f8a00; files without the key resume with the split kept out)
+              "paper_runs_on_all_source": not reasons}
   if collapsed:
     decision["probe_collapsed"] = collapsed
   return decision

@@ -3,7 +3,8 @@ model's accuracy there, with intervals. NumPy only; each function is a formula o
 literature, tested against an independent computation (tests/test_trust.py).
 
 Inputs are class probabilities (N x K rows summing to 1) of a model on a labelled
-held-out source split (never trained on) and on the unlabelled target.
+held-out source split (never trained on: the probe's, and the runs' on a label shift)
+and on the unlabelled target.
 
   calibrate_bcts   bias-corrected temperature scaling (Alexandari et al., ICML 2020)
   mlls_prior       the target prior by maximum likelihood, Saerens et al.'s EM

@@ -152,29 +152,33 @@ def test_shift_path_config_follows_label_shift_json(tmp_path):
   assert probes_label_shift(cfg)
 
 
-def test_the_paper_runs_train_on_all_of_the_source_where_no_shift_is_found(tmp_path):
-  """No shift: the runs get the source as read, in its order, and no held-out split; a
-  shift (or no check) keeps the split out; a model_dir whose runs began with the split out
-  (their heldout_probs.npy saved) keeps it out."""
+def test_the_paper_runs_train_on_all_of_the_source_where_no_shift_is_found():
+  """No shift (or no decision under multi-worker training): the runs get the source as
+  read, in its order, and no held-out split; a shift keeps the split out, and so does a
+  label_shift.json from before 77f8a00 (no "paper_runs_on_all_source": its runs may
+  have begun with the split out) and an explicit --heldout_fraction without the check."""
   from biwaa_tf.data import lists
   from biwaa_tf.train import iterative
   labels = np.repeat([0, 1, 2], [20, 20, 20])
   source = lists.ImageList("s", tuple(f"{i}.png" for i in range(60)), labels, ("a", "b", "c"))
   train, held, _ = lists.split_heldout(source, 0.05, seed=0)
   domains = lists.Domains(train, source, source, source.class_names, "imagenet", held, source)
-  cfg = make_config(source="s", target="t", model_dir=str(tmp_path), runs=3)
+  cfg = make_config(source="s", target="t", model_dir="m", runs=3)
   none = label_shift.shift_decision([20, 20, 20], [1 / 3] * 3, 0.3)
   shift = label_shift.shift_decision([55, 4, 1], [1 / 3] * 3, 0.3)
-  assert not none["shift"] and shift["shift"]
+  assert (none["shift"], none["paper_runs_on_all_source"]) == (False, True)
+  assert (shift["shift"], shift["paper_runs_on_all_source"]) == (True, False)
   paper = iterative.paper_runs_domains(cfg, domains, none)
   assert paper.source is source and paper.heldout is None and paper.target is source
   assert iterative.paper_runs_domains(cfg, domains, shift) is domains
-  assert iterative.paper_runs_domains(cfg, domains, None) is domains
+  older = {k: v for k, v in none.items() if k != "paper_runs_on_all_source"}
+  assert iterative.paper_runs_domains(cfg, domains, older) is domains
+  assert iterative.paper_runs_domains(cfg, domains, None).source is source  # multi-worker
+  explicit = make_config(source="s", target="t", model_dir="m", label_shift_check=False,
+                         heldout_fraction=0.05)
+  assert iterative.paper_runs_domains(explicit, domains, None) is domains
   plain = lists.Domains(source, source, source, source.class_names, "imagenet")
   assert iterative.paper_runs_domains(cfg, plain, none) is plain  # no split to put back
-  (tmp_path / "run_0").mkdir()
-  np.save(tmp_path / "run_0" / "heldout_probs.npy", np.full((3, 3), 1 / 3))
-  assert iterative.paper_runs_domains(cfg, domains, none) is domains
 
 
 def test_a_collapsed_probe_is_no_estimate():
@@ -307,7 +311,7 @@ def test_check_trains_exactly_one_of_the_two_paths(tiny_domains, tmp_path, thres
   assert summary["source_only"]["accuracy"] == json.loads(
       (out / "source_only" / "run_result.json").read_text())["accuracy"]
   # The held-out source split: one image of each class (8 each: round(0.4) -> at least 1),
-  # never trained on; every model's outputs on it saved, the label-free estimates read them.
+  # never trained on by the probe (nor by the runs on a shift); their outputs on it saved.
   assert "source " in res.stderr and ": 21 images;" in res.stderr
   trust = summary["trust"]
   assert trust["heldout_images"] == 3 and trust["heldout_fraction"] == 0.05

@@ -203,3 +203,12 @@ def test_trust_table_rescores_saved_outputs(tmp_path):
       in res.stdout
   # the true prior: 60/20/10 of 90 against a uniform source: TV 1/3
   assert rows[0].split("|")[2].strip() == "0.333"
+  # ATC needs every model's held-out outputs: the cell whose runs trained on the split is
+  # skipped, in one line
+  res = subprocess.run(tool + ["--estimator=atc"], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+  assert res.returncode == 0, res.stderr[-1000:]
+  assert [line for line in res.stdout.splitlines() if line.startswith("| a/")][0].startswith(
+      "| a/seed0 |")
+  assert "skipped a/seed1: --estimator=atc needs every model's held-out outputs" in res.stderr
+  assert "\n1 cells, --estimator=atc" in res.stdout

@@ -282,20 +282,23 @@ def _source_only_reference(cfg, decision):
 
 
 def paper_runs_domains(cfg, domains, decision):
-  """The domains the runs train on: where the label-shift check found no shift, exactly
-  the paper's runs (--nolabel_shift_check), on all of the source (the held-out split
-  leaves the probe's training only); else `domains`. A model_dir whose runs kept the
-  split out (heldout_probs.npy saved: begun before 77f8a00) keeps it out: one training,
-  one source."""
-  if decision is None or decision["shift"] or domains.unsplit_source is None:
+  """The domains the runs train on. The held-out split leaves the probe's training, and
+  the runs' where the check found a shift; where it found none (label_shift.json's
+  "paper_runs_on_all_source", since 77f8a00: older files resume with the split kept
+  out, one training, one source), or could not run (multi-worker: no decision), the
+  paper's runs train on all of the source, bit for bit as --nolabel_shift_check. An
+  explicit --heldout_fraction without the check keeps its split out."""
+  if domains.unsplit_source is None:
     return domains
-  if any(layout.has_probs(d, layout.HELDOUT_PROBS) for d in layout.run_dirs(cfg.model_dir)):
-    log.info("no label shift: this model_dir's runs began without the held-out split; the "
-             "later runs keep it out too")
+  if decision is None:
+    paper = probes_label_shift(cfg) and cfg.heldout_fraction is None
+  else:
+    paper = bool(decision.get("paper_runs_on_all_source"))
+  if not paper:
     return domains
   runs_domains = domains.with_all_of_the_source()
-  log.info("no label shift: the paper's runs train on all %d source images (the held-out "
-           "split too; only the probe is scored on it)", runs_domains.source.size)
+  log.info("the paper's runs train on all %d source images (the held-out split too; only "
+           "the probe is scored on it)", runs_domains.source.size)
   return runs_domains
 
 

@@ -42,7 +42,7 @@ FLAGS = flags.FLAGS
 
 
 def estimate_accuracy(kind, heldout_probs, heldout_labels, target_probs):
-  if heldout_probs is None:  # a model trained on the split (the no-shift path's runs)
+  if heldout_probs is None:  # (agree: replaced by the agreement in cell_rows)
     return float("nan")
   held, target = trust.calibrated(heldout_probs, heldout_labels, target_probs)
   if kind in ("ac", "agree"):
@@ -51,7 +51,8 @@ def estimate_accuracy(kind, heldout_probs, heldout_labels, target_probs):
 
 
 def cell_rows(model_dir, kind):
-  """The cell's candidates: (name, estimated accuracy, true accuracy), and its facts."""
+  """The cell's candidates: (name, estimated accuracy, true accuracy), and its facts; None
+  where `kind` needs every candidate's held-out outputs and a run trained on the split."""
   summary = layout.read_results(model_dir)
   labels = np.load(layout.path(model_dir, layout.HELDOUT_LABELS))
   runs = layout.run_dirs(model_dir)
@@ -62,6 +63,8 @@ def cell_rows(model_dir, kind):
   for d in dirs:
     held = (layout.load_probs(d, layout.HELDOUT_PROBS)
             if layout.has_probs(d, layout.HELDOUT_PROBS) else None)
+    if held is None and kind != "agree":
+      return None
     target = layout.load_probs(d)
     true = layout.read_run_result(d)["accuracy"]
     candidates.append((os.path.basename(d), estimate_accuracy(kind, held, labels, target),
@@ -118,8 +121,16 @@ def main(argv):
   print("|---|---|---|---|---|---|---|---|---|---|---|")
   errors, worst, gains, oracle_gains, tv_errors, consensus_tv = [], [], [], [], [], []
   gain_errors, verdicts, last_gains = [], [], []
+  scored = 0
   for cell in cells:
-    candidates, facts = cell_rows(cell, FLAGS.estimator)
+    name = os.path.relpath(cell, FLAGS.suite)
+    rows = cell_rows(cell, FLAGS.estimator)
+    if rows is None:
+      print(f"skipped {name}: --estimator={FLAGS.estimator} needs every model's held-out "
+            "outputs, and the no-shift path's runs trained on the split", file=sys.stderr)
+      continue
+    candidates, facts = rows
+    scored += 1
     so, last = candidates[0], candidates[-1]
     oracle = max(candidates, key=lambda c: c[2])
     chosen = choose(candidates, FLAGS.margin, FLAGS.rule, facts["spread"])
@@ -135,13 +146,16 @@ def main(argv):
     oracle_gains.append(oracle[2] - so[2])
     tv_errors.append(facts["prior_tv_error"])
     consensus_tv.append(facts["consensus_prior_tv_error"])
-    name = os.path.relpath(cell, FLAGS.suite)
     print(f"| {name} | {facts['true_tv']:.3f} | {facts['prior_tv_error']:.3f} | "
           f"{100 * facts['spread']:.1f} | "
           f"{100 * so[2]:.2f} | {100 * last[2]:.2f} | {100 * oracle[2]:.2f} ({oracle[0]}) | "
           f"{100 * chosen[2]:.2f} ({chosen[0]}) | {100 * (chosen[2] - so[2]):+.2f} | "
           f"{v['helped']} ({100 * adapted_true:+.1f}) | "
           + ", ".join(f"{n} {100 * e:.1f}/{100 * t:.1f}" for n, e, t in candidates) + " |")
+  if not scored:
+    print(f"error: no cell under {FLAGS.suite} can be scored with --estimator="
+          f"{FLAGS.estimator}", file=sys.stderr)
+    return 2
   kept = sum(gains) / sum(oracle_gains) if sum(oracle_gains) > 0 else float("nan")
   likely = [g for h, g in verdicts if h == "likely"]
   below = [h for h, g in verdicts if g < -0.01]
@@ -150,7 +164,7 @@ def main(argv):
         f"than 1 point below source-only, unlikely on {below.count('unlikely')}. The last run "
         f"(the paper's choice): worst {100 * min(last_gains):+.2f}, sum "
         f"{100 * sum(last_gains):+.2f}.")
-  print(f"{len(cells)} cells, --estimator={FLAGS.estimator} --margin={FLAGS.margin} "
+  print(f"{scored} cells, --estimator={FLAGS.estimator} --margin={FLAGS.margin} "
         f"--rule={FLAGS.rule}: "
         f"accuracy estimate MAE {100 * np.mean(errors):.2f} points (max "
         f"{100 * np.max(errors):.2f}), of the gain over source-only MAE "
