@@ -111,5 +111,8 @@ def load_probs(run_directory, name=TARGET_PROBS):
   return np.load(os.path.join(run_directory, name))
 
 
-def has_probs(run_directory, name):
-  return os.path.exists(os.path.join(run_directory, name))
+def load_heldout_probs(run_directory):
+  """A run's probabilities on the held-out source split, or None where it has none (a run
+  that trained on the split: the no-shift path's)."""
+  found = os.path.join(run_directory, HELDOUT_PROBS)
+  return np.load(found) if os.path.exists(found) else None

@@ -251,8 +251,7 @@ def _assess(cfg, domains, reference, run_dirs):
   names = ["source_only"] + [os.path.basename(d) for d in runs]
   dirs = [reference] + list(runs)
   # (the paper's runs, where no shift was found, trained on the split: no held-out outputs)
-  candidates = [(name, layout.load_probs(d, layout.HELDOUT_PROBS)
-                 if layout.has_probs(d, layout.HELDOUT_PROBS) else None, layout.load_probs(d))
+  candidates = [(name, layout.load_heldout_probs(d), layout.load_probs(d))
                 for name, d in zip(names, dirs)]
   if candidates[0][1] is None:
     return None

@@ -42,8 +42,6 @@ FLAGS = flags.FLAGS
 
 
 def estimate_accuracy(kind, heldout_probs, heldout_labels, target_probs):
-  if heldout_probs is None:  # (agree: replaced by the agreement in cell_rows)
-    return float("nan")
   held, target = trust.calibrated(heldout_probs, heldout_labels, target_probs)
   if kind in ("ac", "agree"):
     return float(trust.confidence(target).mean())
@@ -61,14 +59,13 @@ def cell_rows(model_dir, kind):
   dirs = [layout.probe_dir(model_dir)] + runs
   candidates = []
   for d in dirs:
-    held = (layout.load_probs(d, layout.HELDOUT_PROBS)
-            if layout.has_probs(d, layout.HELDOUT_PROBS) else None)
+    held, target = layout.load_heldout_probs(d), layout.load_probs(d)
     if held is None and kind != "agree":
       return None
-    target = layout.load_probs(d)
     true = layout.read_run_result(d)["accuracy"]
-    candidates.append((os.path.basename(d), estimate_accuracy(kind, held, labels, target),
-                       true, held, target))
+    # (agree: every estimate is replaced by the agreement below)
+    estimate = None if held is None else estimate_accuracy(kind, held, labels, target)
+    candidates.append((os.path.basename(d), estimate, true, held, target))
   counts = np.asarray(summary["target_class_counts"], np.float64)
   source_prior = layout.read_run_result(dirs[0])["source_class_distribution"]
   _, held0, target0 = candidates[0][0], candidates[0][3], candidates[0][4]
@@ -121,7 +118,6 @@ def main(argv):
   print("|---|---|---|---|---|---|---|---|---|---|---|")
   errors, worst, gains, oracle_gains, tv_errors, consensus_tv = [], [], [], [], [], []
   gain_errors, verdicts, last_gains = [], [], []
-  scored = 0
   for cell in cells:
     name = os.path.relpath(cell, FLAGS.suite)
     rows = cell_rows(cell, FLAGS.estimator)
@@ -130,7 +126,6 @@ def main(argv):
             "outputs, and the no-shift path's runs trained on the split", file=sys.stderr)
       continue
     candidates, facts = rows
-    scored += 1
     so, last = candidates[0], candidates[-1]
     oracle = max(candidates, key=lambda c: c[2])
     chosen = choose(candidates, FLAGS.margin, FLAGS.rule, facts["spread"])
@@ -152,7 +147,7 @@ def main(argv):
           f"{100 * chosen[2]:.2f} ({chosen[0]}) | {100 * (chosen[2] - so[2]):+.2f} | "
           f"{v['helped']} ({100 * adapted_true:+.1f}) | "
           + ", ".join(f"{n} {100 * e:.1f}/{100 * t:.1f}" for n, e, t in candidates) + " |")
-  if not scored:
+  if not gains:
     print(f"error: no cell under {FLAGS.suite} can be scored with --estimator="
           f"{FLAGS.estimator}", file=sys.stderr)
     return 2
@@ -164,7 +159,7 @@ def main(argv):
         f"than 1 point below source-only, unlikely on {below.count('unlikely')}. The last run "
         f"(the paper's choice): worst {100 * min(last_gains):+.2f}, sum "
         f"{100 * sum(last_gains):+.2f}.")
-  print(f"{scored} cells, --estimator={FLAGS.estimator} --margin={FLAGS.margin} "
+  print(f"{len(gains)} cells, --estimator={FLAGS.estimator} --margin={FLAGS.margin} "
         f"--rule={FLAGS.rule}: "
         f"accuracy estimate MAE {100 * np.mean(errors):.2f} points (max "
         f"{100 * np.max(errors):.2f}), of the gain over source-only MAE "
