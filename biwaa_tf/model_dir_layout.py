@@ -7,6 +7,8 @@
       label_shift.json       the label-shift check's decision
       heldout_labels.npy     the held-out source split's labels (--heldout_fraction)
       source_only/           the label-shift check's source-only probe (a run directory)
+      paper_run_0/           the paper's run 0, trained where the probe finds a shift, to
+                             confirm it (copied to run_0/ if it does not)
       run_<r>/               run r:
         ckpt/                  checkpoints (train/checkpoints.py)
         tb/                    TensorBoard logs
@@ -35,6 +37,7 @@ LOCK = ".lock"
 LABEL_SHIFT = "label_shift.json"
 HELDOUT_LABELS = "heldout_labels.npy"
 PROBE = "source_only"
+CONFIRM = "paper_run_0"
 EXPORT = "export"
 RESULTS = "results.json"
 # Inside a run directory.
@@ -74,6 +77,11 @@ def run_dir(model_dir, run):
 def probe_dir(model_dir):
   """model_dir/source_only: the label-shift check's probe."""
   return os.path.join(model_dir, PROBE)
+
+
+def confirm_dir(model_dir):
+  """model_dir/paper_run_0: the paper's run 0 that confirms (or not) the probe's shift."""
+  return os.path.join(model_dir, CONFIRM)
 
 
 def run_dirs(model_dir):

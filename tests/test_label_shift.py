@@ -131,6 +131,38 @@ def test_prior_shift_and_decision():
   assert "--prior_matching" not in label_shift.describe_decision(old)
 
 
+def test_run_0_confirms_or_overrules_the_probes_shift():
+  """A shift the probe finds stands only if the paper's run 0's histogram is more than
+  the threshold (TV) from the source's proportions, or if run 0 collapsed."""
+  uniform = [0.25] * 4
+  probe = label_shift.shift_decision([55, 25, 15, 5], uniform, 0.2)
+  assert probe["shift"]
+  # 0.5 * (|0.28 - 0.25| + 0 + |0.24 - 0.25| + |0.23 - 0.25|) = 0.03: no shift after all
+  run0 = {"predicted_histogram": [28, 25, 24, 23], "source_class_distribution": uniform}
+  kept = label_shift.confirm_decision(probe, run0, 0.1)
+  assert not kept["shift"] and kept["path"] == "paper" and not kept["prior_matching"]
+  assert kept["paper_runs_on_all_source"] and kept["reasons"] == probe["reasons"]
+  assert kept["confirmation"] == {"run": "paper_run_0", "estimated_prior":
+                                  [0.28, 0.25, 0.24, 0.23], "prior_shift": 0.03,
+                                  "threshold": 0.1, "confirmed": False}
+  assert probe["shift"] and probe["path"] == "source_only_first"  # not modified
+  line = label_shift.describe_decision(kept)
+  assert "run 0 predicts proportions 0.03 from the source's (confirms above 0.10)" in line
+  assert "not confirmed, no label shift found" in line
+  # 0.5 * (0.15 + 0.05 + 0.05 + 0.05) = 0.15 > 0.1: confirmed, the shift path
+  run0["predicted_histogram"] = [40, 20, 20, 20]
+  confirmed = label_shift.confirm_decision(probe, run0, 0.1)
+  assert confirmed["shift"] and confirmed["path"] == "source_only_first"
+  assert confirmed["prior_matching"] and not confirmed["paper_runs_on_all_source"]
+  assert confirmed["confirmation"]["prior_shift"] == pytest.approx(0.15)
+  assert "confirmed, label shift likely" in label_shift.describe_decision(confirmed)
+  assert not label_shift.confirm_decision(probe, run0, 0.15)["shift"]  # TV > t, strictly
+  # a collapsed run 0 (the paper's runs fail there) confirms whatever its TV
+  run0["predicted_histogram"] = [28, 25, 24, 23]
+  collapsed = label_shift.confirm_decision(probe, run0, 0.1, collapsed="run 0: collapsed")
+  assert collapsed["shift"] and collapsed["confirmation"]["collapsed"] == "run 0: collapsed"
+
+
 def test_shift_path_config_follows_label_shift_json(tmp_path):
   """On a shift the runs train as --first_run=source_only --prior_matching; a training
   whose label_shift.json predates prior matching (no key) resumes with its own loader."""
@@ -269,14 +301,21 @@ def results_and_probs(out, runs):
   return summary, [np.load(out / f"run_{r}" / "target_probs.npy") for r in range(runs)]
 
 
+SHIFT_PATH = ["--nolabel_shift_check", "--heldout_fraction=0.05", "--first_run=source_only",
+              "--prior_matching"]  # the adapted runs from the probe, the split kept out
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("threshold, reference_flags", [
+@pytest.mark.parametrize("threshold, confirm, reference_flags", [
     # no shift found: exactly the paper's runs, on all of the source (only the probe leaves
     # the 5% held-out split out); on a shift the adapted runs leave it out too
-    ("1", ["--nolabel_shift_check"]),
-    ("0", ["--nolabel_shift_check", "--heldout_fraction=0.05",
-           "--first_run=source_only", "--prior_matching"])])  # shift: from the probe
-def test_check_trains_exactly_one_of_the_two_paths(tiny_domains, tmp_path, threshold,
+    ("1", "0.1", ["--nolabel_shift_check"]),
+    ("0", "0", SHIFT_PATH),  # the probe alone decides: a shift
+    # the probe finds a shift, the paper's run 0 does not confirm it: the paper's runs
+    ("0", "1", ["--nolabel_shift_check"]),
+    # ... or confirms it (any TV above 1e-9): the shift path, run 0 kept aside
+    ("0", "0.000000001", SHIFT_PATH)])
+def test_check_trains_exactly_one_of_the_two_paths(tiny_domains, tmp_path, threshold, confirm,
                                                    reference_flags):
   root, src, tgt = tiny_domains
   common = ["--runs=2", "--deterministic", "--steps_per_run=4", "--checkpoint_every=2"]
@@ -284,7 +323,8 @@ def test_check_trains_exactly_one_of_the_two_paths(tiny_domains, tmp_path, thres
   res = run_main(tiny_flags(root, src, tgt, out, *common, "--label_shift_check",
                             f"--label_shift_threshold={threshold}",
                             # the rare-classes test off with the TV test, on with it
-                            f"--label_shift_rare_share={1 - int(threshold)}"))
+                            f"--label_shift_rare_share={1 - int(threshold)}",
+                            f"--label_shift_confirm_tv={confirm}"))
   assert res.returncode == 0, res.stderr[-2000:]
   assert run_main(tiny_flags(root, src, tgt, ref, *common, *reference_flags)).returncode == 0
   summary, probs = results_and_probs(out, 2)
@@ -293,7 +333,19 @@ def test_check_trains_exactly_one_of_the_two_paths(tiny_domains, tmp_path, thres
     np.testing.assert_array_equal(got, want)  # bit for bit
   decision = json.loads((out / "label_shift.json").read_text())
   assert summary["label_shift_check"] == decision
-  assert decision["shift"] is (threshold == "0")
+  confirming = threshold == "0" and confirm != "0"
+  assert (out / "paper_run_0").exists() is confirming
+  assert ("confirmation" in decision) is confirming
+  assert decision["shift"] is (threshold == "0" and confirm != "1")
+  if confirming:  # the paper's run 0 trained on all of the source, its outputs on file
+    assert "the paper's run 0 trains next" in res.stderr
+    tv = decision["confirmation"]["prior_shift"]
+    assert decision["confirmation"]["confirmed"] is decision["shift"] and tv > 1e-9
+    assert summary["trust"]["candidates"][1]["name"] != "paper_run_0"
+    if not decision["shift"]:  # it is the paper path's run 0
+      np.testing.assert_array_equal(np.load(out / "paper_run_0" / "target_probs.npy"),
+                                    probs[0])
+      assert "not confirmed, no label shift found" in res.stderr
   probe = np.load(out / "source_only" / "target_probs.npy")
   if decision["shift"]:  # run 0 is the probe itself; run 1 loads the source in its proportions
     np.testing.assert_array_equal(probs[0], probe)

@@ -325,10 +325,17 @@ def _check_label_shift(cfg, strategy, domains, callbacks):
                                  strategy=strategy, callbacks=callbacks)
       trained = True
     decision = probe_decision(cfg, result)
+    if decision["shift"] and cfg.label_shift_confirm_tv > 0:
+      decision, confirm_trained = _confirm_shift(cfg, strategy, domains, callbacks, decision)
+      trained = trained or confirm_trained
     io_utils.atomic_write_json(path, decision)
   (log.warning if decision.get("probe_collapsed") else log.info)(
       label_shift.describe_decision(decision))
   if not decision["shift"]:
+    run_0 = layout.run_dir(cfg.model_dir, 0)
+    if decision.get("confirmation") and not os.path.exists(
+        os.path.join(run_0, layout.RUN_RESULT)):  # the paper's run 0 is the paper path's
+      _link_tree(layout.confirm_dir(cfg.model_dir), run_0)
     return cfg, decision, trained
   run_0 = layout.run_dir(cfg.model_dir, 0)
   if not os.path.exists(os.path.join(run_0, layout.RUN_RESULT)):
@@ -336,6 +343,30 @@ def _check_label_shift(cfg, strategy, domains, callbacks):
   if cfg.runs < 2:
     log.info("label-shift check: one adapted run after the probe (--runs=%d)", cfg.runs)
   return shifted_config(cfg, decision), decision, trained
+
+
+def _confirm_shift(cfg, strategy, domains, callbacks, decision):
+  """The probe found a shift: trains the paper's run 0 (on all of the source, as the
+  paper's path trains it first; resuming) into model_dir/paper_run_0 and returns (the
+  decision it confirms or not, label_shift.confirm_decision; whether it trained)."""
+  confirm = layout.confirm_dir(cfg.model_dir)
+  done = os.path.join(confirm, layout.RUN_RESULT)
+  trained = False
+  if os.path.exists(done):
+    result = io_utils.read_json(done)
+  else:
+    log.info("label-shift check: the probe finds a shift (%s); the paper's run 0 trains next "
+             "(kept in %s) and confirms it if its predicted class proportions lie more than "
+             "%.2f (TV) from the source's (--label_shift_confirm_tv); if not, the paper's "
+             "runs follow it", "; ".join(decision["reasons"]), confirm,
+             cfg.label_shift_confirm_tv)
+    paper = paper_runs_domains(cfg, domains, {"paper_runs_on_all_source": True})
+    result = run_lib.train_run(run_config(cfg, 0), paper, 0,
+                               confirm, None, target_balance_labels(cfg, domains, None),
+                               strategy, callbacks=callbacks)
+    trained = True
+  return label_shift.confirm_decision(decision, result, cfg.label_shift_confirm_tv,
+                                      collapsed=collapse_message(0, result)), trained
 
 
 def probe_decision(cfg, result):

@@ -223,6 +223,12 @@ def plan(cfg, domains=None):
   for role, ds in (("source", d.source), ("target", d.target), ("eval", d.target_eval)):
     labels = "labelled" if ds.labelled else "unlabelled"
     lines.append(f"{role:<9} {ds.name}: {ds.size} images, {labels}")
+  if probes_label_shift(cfg):
+    confirm = (f"; where it finds a shift, the paper's run 0 confirms it (TV > "
+               f"{cfg.label_shift_confirm_tv:g})" if cfg.label_shift_confirm_tv > 0 else "")
+    lines.append(f"check     label shift: a source-only probe first{confirm}; a shift: the "
+                 "adapted runs start from the probe, the source in its predicted proportions; "
+                 "none: the paper's runs")
   if d.heldout is not None:
     use = ("the probe does not train on them, nor do the runs on a label shift (without one "
            "the paper's runs train on all of the source)" if probes_label_shift(cfg) else
