@@ -3,7 +3,9 @@
     python tests/kill_after.py R:N|R:done [biwaa_tf.main arguments ...]
 
 R:N kills the process right after step N of run R has been handled (logs,
-checkpoint); R:done right after run R has completed (its run_result.json written).
+checkpoint); R:done right after run R has completed (its run_result.json written). R is
+a run index, or the name of the run's directory (paper_run_0: the run that confirms the
+label-shift check's finding, also run 0).
 The kill is a Keras callback and a wrapper of train_run: nothing of it is in the
 library.
 """
@@ -24,22 +26,23 @@ RUN, AT = sys.argv.pop(1).split(":")
 
 
 class KillAfterStep(keras.callbacks.Callback):
-  def __init__(self, run):
+  def __init__(self, chosen):
     super().__init__()
-    self.run = run
+    self.chosen = chosen
 
   def on_train_batch_end(self, batch, logs=None):
-    if self.run == int(RUN) and AT != "done" and int(self.model.step.numpy()) == int(AT):
+    if self.chosen and AT != "done" and int(self.model.step.numpy()) == int(AT):
       os.kill(os.getpid(), signal.SIGKILL)
 
 
 _train_run = run_lib.train_run
 
 
-def train_run(cfg, domains, run, *args, callbacks=None, **kwargs):
-  result = _train_run(cfg, domains, run, *args,
-                      callbacks=list(callbacks or []) + [KillAfterStep(run)], **kwargs)
-  if AT == "done" and run == int(RUN):
+def train_run(cfg, domains, run, run_dir, *args, callbacks=None, **kwargs):
+  chosen = RUN == os.path.basename(run_dir) if not RUN.isdigit() else run == int(RUN)
+  result = _train_run(cfg, domains, run, run_dir, *args,
+                      callbacks=list(callbacks or []) + [KillAfterStep(chosen)], **kwargs)
+  if AT == "done" and chosen:
     os.kill(os.getpid(), signal.SIGKILL)
   return result
 
