@@ -167,7 +167,7 @@ def describe_decision(decision):
   confirm = decision.get("confirmation")
   if confirm:
     head += (f"a shift for the probe; the paper's run 0 predicts proportions "
-             f"{confirm['prior_shift']:.2f} from the source's (confirms above "
+             f"{confirm['prior_shift']:.3f} from the source's (confirms above "
              f"{confirm['threshold']:.2f}"
              + (f"; {confirm['collapsed']}" if confirm.get("collapsed") else "") + "): ")
     if not decision["shift"]:

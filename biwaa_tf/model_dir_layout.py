@@ -7,8 +7,9 @@
       label_shift.json       the label-shift check's decision
       heldout_labels.npy     the held-out source split's labels (--heldout_fraction)
       source_only/           the label-shift check's source-only probe (a run directory)
-      paper_run_0/           the paper's run 0, trained where the probe finds a shift, to
-                             confirm it (copied to run_0/ if it does not)
+      paper_run_0/           the paper's run 0, trained where the probe finds a shift (and
+                             --label_shift_confirm_tv > 0) to confirm it; copied to run_0/
+                             where it does not
       run_<r>/               run r:
         ckpt/                  checkpoints (train/checkpoints.py)
         tb/                    TensorBoard logs

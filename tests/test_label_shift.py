@@ -3,6 +3,7 @@ loader's class proportions, the options' checks, and a run through the CLI."""
 
 import glob
 import json
+import os
 
 import numpy as np
 import pytest
@@ -147,7 +148,7 @@ def test_run_0_confirms_or_overrules_the_probes_shift():
                                   "threshold": 0.1, "confirmed": False}
   assert probe["shift"] and probe["path"] == "source_only_first"  # not modified
   line = label_shift.describe_decision(kept)
-  assert "run 0 predicts proportions 0.03 from the source's (confirms above 0.10)" in line
+  assert "run 0 predicts proportions 0.030 from the source's (confirms above 0.10)" in line
   assert "not confirmed, no label shift found" in line
   # 0.5 * (0.15 + 0.05 + 0.05 + 0.05) = 0.15 > 0.1: confirmed, the shift path
   run0["predicted_histogram"] = [40, 20, 20, 20]
@@ -341,11 +342,14 @@ def test_check_trains_exactly_one_of_the_two_paths(tiny_domains, tmp_path, thres
     assert "the paper's run 0 trains next" in res.stderr
     tv = decision["confirmation"]["prior_shift"]
     assert decision["confirmation"]["confirmed"] is decision["shift"] and tv > 1e-9
-    assert summary["trust"]["candidates"][1]["name"] != "paper_run_0"
-    if not decision["shift"]:  # it is the paper path's run 0
-      np.testing.assert_array_equal(np.load(out / "paper_run_0" / "target_probs.npy"),
-                                    probs[0])
+    assert not (out / "paper_run_0" / "heldout_probs.npy").exists()  # trained on them
+    assert [r["run"] for r in summary["runs"]] == [0, 1]
+    if not decision["shift"]:  # it is the paper path's run 0: copied, not trained again
+      assert os.path.samefile(out / "paper_run_0" / "target_probs.npy",
+                              out / "run_0" / "target_probs.npy")
+      assert res.stderr.count("run 0: median step") == 2  # the probe and paper_run_0
       assert "not confirmed, no label shift found" in res.stderr
+      assert "the paper's run 0, trained by the label-shift check" in res.stderr
   probe = np.load(out / "source_only" / "target_probs.npy")
   if decision["shift"]:  # run 0 is the probe itself; run 1 loads the source in its proportions
     np.testing.assert_array_equal(probs[0], probe)

@@ -3,6 +3,7 @@ resume, and lose nothing."""
 
 import glob
 import os
+import shutil
 import subprocess
 import sys
 
@@ -52,18 +53,28 @@ def test_kill_and_resume_matches_uninterrupted(tiny_domains, tmp_path, uninterru
     assert (tmp_path / "m" / name).read_bytes() == (uninterrupted / name).read_bytes()
 
 
-@pytest.mark.parametrize("kill_after", ["paper_run_0:4", "paper_run_0:done"])
+@pytest.mark.parametrize("kill_after", ["paper_run_0:4", "paper_run_0:done", "decision"])
 def test_a_kill_in_the_run_that_confirms_a_shift_resumes_bit_exact(tiny_domains, tmp_path,
                                                                    uninterrupted, kill_after):
   """The probe finds a shift (threshold 0), the paper's run 0 does not confirm it (1): a kill
-  while it trains, or before its copy to run_0, resumes to the paper's runs' bits."""
+  while it trains, after it (before the decision is written) or after the decision (before
+  run 0's copy: what a finished training less its runs looks like) resumes to the paper's
+  runs' bits."""
   root, src, tgt = tiny_domains
-  args = tiny_flags(root, src, tgt, tmp_path / "m", *FLAGS, "--label_shift_check",
+  m = tmp_path / "m"
+  args = tiny_flags(root, src, tgt, m, *FLAGS, "--label_shift_check",
                     "--label_shift_threshold=0", "--label_shift_confirm_tv=1")
-  killed = subprocess.run([sys.executable, os.path.join("tests", "kill_after.py"), kill_after,
-                           *args], cwd=REPO, capture_output=True, text=True, timeout=300)
-  assert killed.returncode == -9
-  assert not (tmp_path / "m" / "label_shift.json").exists()
+  if kill_after == "decision":
+    assert run_main(args).returncode == 0
+    for name in ("run_0", "run_1", "export"):
+      shutil.rmtree(m / name)
+    (m / "results.json").unlink()
+  else:
+    killed = subprocess.run([sys.executable, os.path.join("tests", "kill_after.py"),
+                             kill_after, *args], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert killed.returncode == -9
+    assert not (m / "label_shift.json").exists()
   resumed = run_main(args)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert ("run 0: resumed from" in resumed.stderr) is kill_after.endswith(":4")

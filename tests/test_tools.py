@@ -162,6 +162,12 @@ def test_label_shift_table_reads_the_default_and_judges_the_verdict(tmp_path):
   before = subprocess.run(tool + ["--shift_variant=biwaa_i_so"], cwd=REPO, capture_output=True,
                           text=True, timeout=120).stdout
   assert "| lt | task | seed0 | 62.50 | 0.40 | 0.20 | shift | 50.00 | - | - |" in before
+  # the paper's run 0 (biwaa_i's: histogram (0.5, 0.5), TV 0) does not confirm the shift:
+  # the default trains the paper's runs
+  confirmed = subprocess.run(tool + ["--confirm_tv=0.1"], cwd=REPO, capture_output=True,
+                             text=True, timeout=120).stdout
+  assert ("| lt | task | seed0 | 62.50 | 0.40 | 0.20 | none | 50.00 | 87.50 | - | **50.00** "
+          "| -12.50 |") in confirmed
 
 
 def _trust_cell(root, accuracies, seed, trained_on_heldout=()):

@@ -129,8 +129,11 @@ def train(cfg, strategy=None, domains=None, callbacks=None):
     try:
       return _train_runs(cfg, strategy, domains, chief, callbacks)
     except UserError:
-      first = layout.checkpoint_dir(layout.run_dir(cfg.model_dir, 0))
-      if fresh and not tf.train.latest_checkpoint(first):
+      # (the first run's, the probe's and the confirming run's checkpoints are progress)
+      firsts = (layout.run_dir(cfg.model_dir, 0), layout.probe_dir(cfg.model_dir),
+                layout.confirm_dir(cfg.model_dir))
+      if fresh and not any(tf.train.latest_checkpoint(layout.checkpoint_dir(d))
+                           for d in firsts):
         shutil.rmtree(cfg.model_dir, ignore_errors=True)
         if existed:
           os.makedirs(cfg.model_dir, exist_ok=True)
@@ -155,8 +158,12 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
     done = os.path.join(run_dir, layout.RUN_RESULT)
     if os.path.exists(done):
       result = io_utils.read_json(done)
-      log.info("run %d: %s, accuracy %s", r, "the source-only probe" if decision and
-               decision["shift"] and r == 0 else "complete (skipped)", result.get("accuracy"))
+      what = "complete (skipped)"
+      if decision and r == 0 and decision["shift"]:
+        what = "the source-only probe"
+      elif decision and r == 0 and decision.get("confirmation"):
+        what = "the paper's run 0, trained by the label-shift check"
+      log.info("run %d: %s, accuracy %s", r, what, result.get("accuracy"))
     else:
       agg = earlier_aggregate(cfg, run_dirs)
       result = run_lib.train_run(run_config(cfg, r), runs_domains, r, run_dir, agg,
@@ -306,9 +313,11 @@ def _check_label_shift(cfg, strategy, domains, callbacks):
   model_dir/source_only (resuming; seeded as run 0), decides from its predicted target
   class proportions (label_shift.shift_decision; kept in label_shift.json, so a resumed
   training takes the same path) and returns (the configuration the runs train with,
-  the decision, whether anything was trained). On label shift the probe is run 0 (its
-  files linked into run_0) and the later runs start from it, the source loaded in its
-  predicted class proportions: --first_run=source_only --prior_matching."""
+  the decision, whether anything was trained). Where the probe finds a shift and
+  --label_shift_confirm_tv > 0, the paper's run 0 confirms it or not first (_confirm_shift;
+  not confirmed: it becomes run_0 and the paper's runs follow). On label shift the probe
+  is run 0 (its files linked into run_0) and the later runs start from it, the source
+  loaded in its predicted class proportions: --first_run=source_only --prior_matching."""
   path = layout.path(cfg.model_dir, layout.LABEL_SHIFT)
   probe_dir = layout.probe_dir(cfg.model_dir)
   trained = False
@@ -335,11 +344,11 @@ def _check_label_shift(cfg, strategy, domains, callbacks):
     run_0 = layout.run_dir(cfg.model_dir, 0)
     if decision.get("confirmation") and not os.path.exists(
         os.path.join(run_0, layout.RUN_RESULT)):  # the paper's run 0 is the paper path's
-      _link_tree(layout.confirm_dir(cfg.model_dir), run_0)
+      _link_tree(layout.confirm_dir(cfg.model_dir), run_0, "the paper's run 0's copy")
     return cfg, decision, trained
   run_0 = layout.run_dir(cfg.model_dir, 0)
   if not os.path.exists(os.path.join(run_0, layout.RUN_RESULT)):
-    _link_tree(probe_dir, run_0)
+    _link_tree(probe_dir, run_0, "the source-only run's copy")
   if cfg.runs < 2:
     log.info("label-shift check: one adapted run after the probe (--runs=%d)", cfg.runs)
   return shifted_config(cfg, decision), decision, trained
@@ -360,13 +369,19 @@ def _confirm_shift(cfg, strategy, domains, callbacks, decision):
              "%.2f (TV) from the source's (--label_shift_confirm_tv); if not, the paper's "
              "runs follow it", "; ".join(decision["reasons"]), confirm,
              cfg.label_shift_confirm_tv)
-    paper = paper_runs_domains(cfg, domains, {"paper_runs_on_all_source": True})
+    # (all of the source, as the paper's path trains its run 0; paper_runs_domains)
+    paper = domains.with_all_of_the_source() if domains.unsplit_source is not None else domains
     result = run_lib.train_run(run_config(cfg, 0), paper, 0,
                                confirm, None, target_balance_labels(cfg, domains, None),
                                strategy, callbacks=callbacks)
     trained = True
+  collapsed = collapse_message(0, result)
+  if collapsed:  # (the paper's runs fail on this target: the shift path is the safer one)
+    collapsed = collapsed.split(";")[0]
+    log.warning("label-shift check: the paper's run 0 failed (%s): the shift is confirmed",
+                collapsed)
   return label_shift.confirm_decision(decision, result, cfg.label_shift_confirm_tv,
-                                      collapsed=collapse_message(0, result)), trained
+                                      collapsed=collapsed), trained
 
 
 def probe_decision(cfg, result):
@@ -393,7 +408,7 @@ def shifted_config(cfg, decision):
                              prior_matching=bool(decision.get("prior_matching")))
 
 
-def _link_tree(src, dst):
+def _link_tree(src, dst, what):
   """dst as a copy of the finished run src (hard links where the file system allows),
   made under a temporary name and renamed: a kill leaves no half copy behind."""
   tmp = dst + ".link-tmp"
@@ -405,7 +420,7 @@ def _link_tree(src, dst):
       os.link(a, b)
     except OSError:
       shutil.copy2(a, b)
-  with io_utils.storage_errors(dst, "the source-only run's copy"):
+  with io_utils.storage_errors(dst, what):
     shutil.copytree(src, tmp, copy_function=link,
                     ignore=shutil.ignore_patterns(".tmp-*", "*_temp"))
     os.replace(tmp, dst)

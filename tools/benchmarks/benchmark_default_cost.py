@@ -8,8 +8,10 @@ estimates) against the paper's BIWAA-I (--nolabel_shift_check), end to end, same
 Each measurement is one `python -m biwaa_tf.main` command on a task's flagfile (MNIST ->
 USPS, LeNet), from start to exit; both settings run within each repeat so that a change
 of machine load falls on both. The default's path depends on the target: a
-target found shifted trains the probe and runs 1.. (run 0 is the probe), an unshifted
-one the probe and every run. The order of the two settings alternates between repeats.
+target found unshifted trains the probe and every run; one the probe finds shifted also
+the paper's run 0 that confirms it or not (then runs 1.. from the probe, or the paper's
+runs 1..: either way as many adapted runs as the paper's BIWAA-I). The order of the two
+settings alternates between repeats.
 Reported per target: the median wall time of each setting and their ratio.
 """
 

@@ -8,7 +8,9 @@ tools/experiments/run_suite.py with the variants source_only, the shift path's v
 (--shift_variant) and biwaa_i (3 runs), and dann where measured. The default's result is
 read from them, not retrained: its probe is the source_only cell (the same configuration and
 seed, bit for bit: tests/test_label_shift.py), and it trains exactly the shift variant when
-the check finds shift and biwaa_i when it does not (the same test). The shift variant is
+the check finds shift and biwaa_i when it does not (the same test); with --confirm_tv the
+biwaa_i cell's run 0 confirms the probe's shift or not, as the check's paper_run_0 does.
+The shift variant is
 biwaa_i_pm since 943ea4f (source in the probe's predicted proportions); biwaa_i_so for the
 default before it, which the published tables of this tool measured. The verdict is
 label_shift.verdict on a final model against the probe; "right" when "likely" came with a
@@ -30,6 +32,10 @@ from biwaa_tf import model_dir_layout as layout
 flags.DEFINE_string("suite", "runs/shift", "Root of the suite's cells.")
 flags.DEFINE_float("threshold", 0.3, "--label_shift_threshold to evaluate.")
 flags.DEFINE_float("rare_share", 0.2, "--label_shift_rare_share to evaluate (0: off).")
+flags.DEFINE_float("confirm_tv", 0.0, "--label_shift_confirm_tv to evaluate: where the probe "
+                   "finds a shift, the biwaa_i cell's run 0 (the paper's run 0, as the check "
+                   "trains it) confirms it or not (0: the probe alone, as the default before "
+                   "session 9 and this tool's published tables).")
 flags.DEFINE_bool("summary", False, "Only the default's gain over source-only, seed by seed.")
 flags.DEFINE_enum("shift_variant", "biwaa_i_pm", ["biwaa_i_pm", "biwaa_i_so"],
                   "The variant the default trains on a shift: biwaa_i_pm since 943ea4f, "
@@ -84,6 +90,12 @@ def main(argv):
     decision = label_shift.shift_decision(so[0]["predicted_histogram"],
                                           so[0]["source_class_distribution"], FLAGS.threshold,
                                           FLAGS.rare_share)
+    paper = os.path.join(task_dir, "biwaa_i", seed, layout.run_name(0), layout.RUN_RESULT)
+    if decision["shift"] and FLAGS.confirm_tv > 0:
+      if not os.path.exists(paper):
+        continue  # (the confirming run is not measured)
+      decision = label_shift.confirm_decision(decision, layout.read_run_result(
+          os.path.dirname(paper)), FLAGS.confirm_tv)
     others = {v: last_run(os.path.join(task_dir, v, seed)) for v, _ in columns()}
     for variant in sorted(os.listdir(task_dir)):
       final = last_run(os.path.join(task_dir, variant, seed))
