@@ -61,4 +61,4 @@ def test_the_installed_command_lists_dispatches_and_refuses(tmp_path):
             if line.endswith(":") and not line.startswith((" ", "Flags", "usage"))]
   assert groups == ["data:", "model:", "method:", "label shift:", "optimisation:", "runs:",
                     "scale-out:", "output:"], groups
-  assert res.stdout.count("\n  --") == 63  # every option, once
+  assert res.stdout.count("\n  --") == 64  # every option, once
