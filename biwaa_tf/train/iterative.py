@@ -340,15 +340,18 @@ def _check_label_shift(cfg, strategy, domains, callbacks):
     io_utils.atomic_write_json(path, decision)
   (log.warning if decision.get("probe_collapsed") else log.info)(
       label_shift.describe_decision(decision))
-  if not decision["shift"]:
-    run_0 = layout.run_dir(cfg.model_dir, 0)
-    if decision.get("confirmation") and not os.path.exists(
-        os.path.join(run_0, layout.RUN_RESULT)):  # the paper's run 0 is the paper path's
-      _link_tree(layout.confirm_dir(cfg.model_dir), run_0, "the paper's run 0's copy")
-    return cfg, decision, trained
+  # run 0 is a finished run already: the probe on a shift, the confirming run where it
+  # did not confirm (the paper path's own run 0)
+  first, what = None, None
+  if decision["shift"]:
+    first, what = probe_dir, "the source-only run's copy"
+  elif decision.get("confirmation"):
+    first, what = layout.confirm_dir(cfg.model_dir), "the paper's run 0's copy"
   run_0 = layout.run_dir(cfg.model_dir, 0)
-  if not os.path.exists(os.path.join(run_0, layout.RUN_RESULT)):
-    _link_tree(probe_dir, run_0, "the source-only run's copy")
+  if first and not os.path.exists(os.path.join(run_0, layout.RUN_RESULT)):
+    _link_tree(first, run_0, what)
+  if not decision["shift"]:
+    return cfg, decision, trained
   if cfg.runs < 2:
     log.info("label-shift check: one adapted run after the probe (--runs=%d)", cfg.runs)
   return shifted_config(cfg, decision), decision, trained
@@ -370,8 +373,7 @@ def _confirm_shift(cfg, strategy, domains, callbacks, decision):
              "runs follow it", "; ".join(decision["reasons"]), confirm,
              cfg.label_shift_confirm_tv)
     # (all of the source, as the paper's path trains its run 0; paper_runs_domains)
-    paper = domains.with_all_of_the_source() if domains.unsplit_source is not None else domains
-    result = run_lib.train_run(run_config(cfg, 0), paper, 0,
+    result = run_lib.train_run(run_config(cfg, 0), domains.with_all_of_the_source(), 0,
                                confirm, None, target_balance_labels(cfg, domains, None),
                                strategy, callbacks=callbacks)
     trained = True
