@@ -209,6 +209,15 @@ def test_trust_table_rescores_saved_outputs(tmp_path):
       in res.stdout
   # the true prior: 60/20/10 of 90 against a uniform source: TV 1/3
   assert rows[0].split("|")[2].strip() == "0.333"
+  # the prior's error is results.json's estimate's: the argmax histogram of the
+  # candidates' mean prediction, against (60, 20, 10) / 90
+  cell = tmp_path / "a" / "seed0"
+  mean = np.mean([np.load(cell / n / "target_probs.npy")
+                  for n in ("source_only", "run_0", "run_1")], 0)
+  hist = np.bincount(mean.argmax(1), minlength=3) / 90
+  tv = 0.5 * np.abs(hist - np.array([60, 20, 10]) / 90).sum()
+  assert rows[0].split("|")[3].strip() == f"{tv:.3f}"
+  assert "mean signed" in res.stdout and "the source-only model's calibrated MLLS" in res.stdout
   # ATC needs every model's held-out outputs: the cell whose runs trained on the split is
   # skipped, in one line
   res = subprocess.run(tool + ["--estimator=atc"], cwd=REPO, capture_output=True, text=True,

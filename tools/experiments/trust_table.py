@@ -7,8 +7,9 @@ A cell is a no-flag default training (label-shift check on) whose model_dir hold
 heldout_labels.npy and, for the source-only probe and every run, target_probs.npy and
 heldout_probs.npy (but for the no-shift path's runs, which train on the split) beside
 run_result.json (its true target accuracy: the suite's targets are labelled, and only
-the table reads the labels). For each cell: the prior estimate's error (TV from the true
-target class proportions), each candidate's estimated and true accuracy, and the model a
+the table reads the labels). For each cell: the error of results.json's prior estimate
+(TV from the true target class proportions), each candidate's estimated and true
+accuracy, and the model a
 rule returns against source-only, the last run (today's default) and the oracle (the
 best candidate by target labels).
 
@@ -74,9 +75,10 @@ def cell_rows(model_dir, kind):
   consensus = np.mean([c[4] for c in candidates], axis=0)
   hist = np.bincount(consensus.argmax(1), minlength=len(true_prior)) / len(consensus)
   facts = {"true_tv": trust.total_variation(true_prior, source_prior),
-           "prior_tv_error": trust.total_variation(q, true_prior),
-           # (alternatives, for the comparison: the candidates' mean prediction's histogram)
-           "consensus_prior_tv_error": trust.total_variation(hist, true_prior),
+           # results.json's estimate (trust.assess): the candidates' mean prediction's
+           # histogram; and, for the comparison, the source-only model's calibrated MLLS
+           "prior_tv_error": trust.total_variation(hist, true_prior),
+           "mlls_prior_tv_error": trust.total_variation(q, true_prior),
            "path": (summary.get("label_shift_check") or {}).get("path", "?")}
   if kind == "agree":
     consensus = np.mean([c[4] for c in candidates], axis=0)
@@ -116,7 +118,7 @@ def main(argv):
   print("| cell | true TV | prior TV error | runs' spread | source-only | last run | oracle | "
         "rule | rule - source-only | verdict (true gain) | estimates (est/true) |")
   print("|---|---|---|---|---|---|---|---|---|---|---|")
-  errors, worst, gains, oracle_gains, tv_errors, consensus_tv = [], [], [], [], [], []
+  errors, worst, gains, oracle_gains, tv_errors, mlls_tv = [], [], [], [], [], []
   gain_errors, verdicts, last_gains = [], [], []
   for cell in cells:
     name = os.path.relpath(cell, FLAGS.suite)
@@ -133,14 +135,14 @@ def main(argv):
     adapted_true = next(t for n, _, t in candidates if n == v["model"]) - so[2]
     verdicts.append((v["helped"], adapted_true))
     last_gains.append(last[2] - so[2])
-    errors += [abs(e - t) for _, e, t in candidates]
+    errors += [e - t for _, e, t in candidates]
     # the error of each adapted model's estimated gain over source-only
     gain_errors += [abs((e - so[1]) - (t - so[2])) for _, e, t in candidates[1:]]
     worst.append(chosen[2] - so[2])
     gains.append(chosen[2] - so[2])
     oracle_gains.append(oracle[2] - so[2])
     tv_errors.append(facts["prior_tv_error"])
-    consensus_tv.append(facts["consensus_prior_tv_error"])
+    mlls_tv.append(facts["mlls_prior_tv_error"])
     print(f"| {name} | {facts['true_tv']:.3f} | {facts['prior_tv_error']:.3f} | "
           f"{100 * facts['spread']:.1f} | "
           f"{100 * so[2]:.2f} | {100 * last[2]:.2f} | {100 * oracle[2]:.2f} ({oracle[0]}) | "
@@ -161,11 +163,13 @@ def main(argv):
         f"{100 * sum(last_gains):+.2f}.")
   print(f"{len(gains)} cells, --estimator={FLAGS.estimator} --margin={FLAGS.margin} "
         f"--rule={FLAGS.rule}: "
-        f"accuracy estimate MAE {100 * np.mean(errors):.2f} points (max "
-        f"{100 * np.max(errors):.2f}), of the gain over source-only MAE "
-        f"{100 * np.mean(gain_errors):.2f} (max {100 * np.max(gain_errors):.2f}); "
-        f"prior TV error median {np.median(tv_errors):.3f} "
-        f"(the candidates' mean prediction's histogram: {np.median(consensus_tv):.3f}); "
+        f"accuracy estimate MAE {100 * np.mean(np.abs(errors)):.2f} points (max "
+        f"{100 * np.max(np.abs(errors)):.2f}, mean signed {100 * np.mean(errors):+.2f}), of "
+        f"the gain over source-only MAE {100 * np.mean(gain_errors):.2f} (median "
+        f"{100 * np.median(gain_errors):.2f}, max {100 * np.max(gain_errors):.2f}); "
+        f"prior TV error median {np.median(tv_errors):.3f} (results.json's estimate, the "
+        f"candidates' mean prediction's histogram; the source-only model's calibrated "
+        f"MLLS: {np.median(mlls_tv):.3f}); "
         f"rule - source-only worst {100 * min(worst):+.2f}, sum {100 * sum(gains):+.2f} "
         f"against the oracle's {100 * sum(oracle_gains):+.2f} ({100 * kept:.0f}% kept)")
   return 0
