@@ -3,6 +3,7 @@ loader's class proportions, the options' checks, and a run through the CLI."""
 
 import glob
 import json
+import math
 import os
 
 import numpy as np
@@ -139,29 +140,72 @@ def test_run_0_confirms_or_overrules_the_probes_shift():
   probe = label_shift.shift_decision([55, 25, 15, 5], uniform, 0.2)
   assert probe["shift"]
   # 0.5 * (|0.28 - 0.25| + 0 + |0.24 - 0.25| + |0.23 - 0.25|) = 0.03: no shift after all
-  run0 = {"predicted_histogram": [28, 25, 24, 23], "source_class_distribution": uniform}
+  # (10,000 predictions in 4 classes: less sampling noise than the reference targets')
+  run0 = {"predicted_histogram": [0.28, 0.25, 0.24, 0.23], "eval_images": 10000,
+          "source_class_distribution": uniform}
   kept = label_shift.confirm_decision(probe, run0, 0.1)
   assert not kept["shift"] and kept["path"] == "paper" and not kept["prior_matching"]
   assert kept["paper_runs_on_all_source"] and kept["reasons"] == probe["reasons"]
   assert kept["confirmation"] == {"run": "paper_run_0", "estimated_prior":
                                   [0.28, 0.25, 0.24, 0.23], "prior_shift": 0.03,
-                                  "threshold": 0.1, "confirmed": False}
+                                  "images": 10000, "threshold": 0.1, "noise_scale": 1.0,
+                                  "effective_threshold": 0.1, "confirmed": False}
   assert probe["shift"] and probe["path"] == "source_only_first"  # not modified
   line = label_shift.describe_decision(kept)
   assert "run 0 predicts proportions 0.030 from the source's (confirms above 0.10)" in line
   assert "not confirmed, no label shift found" in line
   # 0.5 * (0.15 + 0.05 + 0.05 + 0.05) = 0.15 > 0.1: confirmed, the shift path
-  run0["predicted_histogram"] = [40, 20, 20, 20]
+  run0["predicted_histogram"] = [0.4, 0.2, 0.2, 0.2]
   confirmed = label_shift.confirm_decision(probe, run0, 0.1)
   assert confirmed["shift"] and confirmed["path"] == "source_only_first"
   assert confirmed["prior_matching"] and not confirmed["paper_runs_on_all_source"]
   assert confirmed["confirmation"]["prior_shift"] == pytest.approx(0.15)
   assert "confirmed, label shift likely" in label_shift.describe_decision(confirmed)
   assert not label_shift.confirm_decision(probe, run0, 0.15)["shift"]  # TV > t, strictly
+  # the same histogram from 40 predictions: sampling noise alone moves one that far
+  few = label_shift.confirm_decision(probe, dict(run0, eval_images=40), 0.1)
+  scale = few["confirmation"]["noise_scale"]
+  assert scale > 1.5 and not few["shift"]
+  assert few["confirmation"]["effective_threshold"] == pytest.approx(0.1 * scale, abs=1e-5)
+  assert (f"(confirms above {0.1 * scale:.3f}: 0.10 plus {0.1 * scale - 0.1:.3f} for the "
+          "sampling noise of 40 predictions)") in label_shift.describe_decision(few)
   # a collapsed run 0 (the paper's runs fail there) confirms whatever its TV
-  run0["predicted_histogram"] = [28, 25, 24, 23]
+  run0["predicted_histogram"] = [0.28, 0.25, 0.24, 0.23]
   collapsed = label_shift.confirm_decision(probe, run0, 0.1, collapsed="run 0: collapsed")
   assert collapsed["shift"] and collapsed["confirmation"]["collapsed"] == "run 0: collapsed"
+  # a label_shift.json from before the noise scale still reads
+  old = dict(kept, confirmation={k: v for k, v in kept["confirmation"].items()
+                                 if k not in ("images", "noise_scale", "effective_threshold")})
+  assert "(confirms above 0.10)" in label_shift.describe_decision(old)
+
+
+def test_sampling_noise_against_the_exact_binomial():
+  """Two equal classes: the TV of n draws is |X/n - 1/2|, X ~ Binomial(n, 1/2); its 0.99
+  quantile from the exact distribution, against the seeded Monte Carlo."""
+  n = 100
+  pmf = [math.comb(n, x) / 2 ** n for x in range(n + 1)]
+  tv = np.abs(np.arange(n + 1) / n - 0.5)
+  order = np.argsort(tv, kind="stable")
+  cdf = np.cumsum(np.asarray(pmf)[order])
+  exact = tv[order][np.searchsorted(cdf, 0.99)]
+  assert exact == pytest.approx(0.13)
+  assert label_shift.sampling_noise([0.5, 0.5], n) == pytest.approx(exact, abs=0.011)
+  assert label_shift.sampling_noise([0.5, 0.5], n) == label_shift.sampling_noise([1, 1], n)
+  # the reference targets (10 classes, 9,298 images) and larger ones add nothing; fewer
+  # images or more classes add their excess noise (at the default threshold, exactly)
+  assert label_shift.confirm_threshold(0.1, [0.1] * 10, 9298) == (0.1, 1.0)
+  assert label_shift.confirm_threshold(0.1, [0.1] * 10, 10000) == (0.1, 1.0)
+  reference = label_shift.sampling_noise([0.1] * 10, 9298)
+  assert 0.015 < reference < 0.025
+  for prior, images in (([0.1] * 10, 300), ([1 / 65] * 65, 2427)):
+    t, scale = label_shift.confirm_threshold(0.1, prior, images)
+    assert t - 0.1 == pytest.approx(label_shift.sampling_noise(prior, images) - reference)
+    assert 1.5 < scale < 2.1 and t == pytest.approx(0.1 * scale)
+    # in proportion to the threshold
+    assert label_shift.confirm_threshold(0.2, prior, images) == (
+        pytest.approx(2 * t), pytest.approx(scale))
+  assert TrainConfig().label_shift_confirm_tv == label_shift.REFERENCE_THRESHOLD
+  assert label_shift.confirm_threshold(1.0, [0.1] * 10, 300)[0] > 1  # 1: never confirms
 
 
 def test_shift_path_config_follows_label_shift_json(tmp_path):

@@ -374,8 +374,9 @@ def _confirm_shift(cfg, strategy, domains, callbacks, decision):
   else:
     log.info("label-shift check: the probe finds a shift (%s); the paper's run 0 trains next "
              "(kept in %s) and confirms it if its predicted class proportions lie more than "
-             "%.2f (TV) from the source's (--label_shift_confirm_tv); if not, the paper's "
-             "runs follow it", "; ".join(decision["reasons"]), confirm,
+             "%.2f (TV; --label_shift_confirm_tv, scaled up for a target with more sampling "
+             "noise than the digits suite's) from the source's; if not, the paper's runs "
+             "follow it", "; ".join(decision["reasons"]), confirm,
              cfg.label_shift_confirm_tv)
     # (all of the source, as the paper's path trains its run 0; paper_runs_domains)
     result = run_lib.train_run(run_config(cfg, 0), domains.with_all_of_the_source(), 0,

@@ -225,7 +225,8 @@ def plan(cfg, domains=None):
     lines.append(f"{role:<9} {ds.name}: {ds.size} images, {labels}")
   if probes_label_shift(cfg):
     confirm = (f"; where it finds a shift, the paper's run 0 confirms it (TV > "
-               f"{cfg.label_shift_confirm_tv:g})" if cfg.label_shift_confirm_tv > 0 else "")
+               f"{cfg.label_shift_confirm_tv:g}, scaled by the target's sampling noise)"
+               if cfg.label_shift_confirm_tv > 0 else "")
     lines.append(f"check     label shift: a source-only probe first{confirm}; a shift: the "
                  "adapted runs start from the probe, the source in its predicted proportions; "
                  "none: the paper's runs")
