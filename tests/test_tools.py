@@ -133,6 +133,7 @@ def write_cell(root, variant, accuracy, histogram, snd, entropy, predictions):
     json.dump({"final_accuracy": accuracy}, f)
   with open(os.path.join(run, "run_result.json"), "w") as f:
     json.dump({"accuracy": accuracy, "predicted_histogram": histogram,
+               "eval_images": len(predictions),
                "source_class_distribution": [0.5, 0.5], "snd_score": snd,
                "mean_entropy": entropy}, f)
   np.save(os.path.join(run, "target_probs.npy"), np.eye(2)[predictions])
