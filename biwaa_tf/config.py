@@ -120,9 +120,10 @@ class TrainConfig:
       "proportions lie more than this total-variation distance from the source's; if not, "
       "the paper's later runs follow it (no run is lost). A source-only probe's own domain "
       "bias can look like a shift (unshifted USPS -> MNIST: flagged on 8 of 12 seeds). The "
-      "threshold is raised for a target whose class histogram carries more sampling noise "
-      "(fewer images, more classes) than the unshifted 10-class digits targets of 9,298 images "
-      "or more it was measured on. 0: the probe alone decides, no confirming run. "
+      "threshold is raised (in proportion to it) by the excess sampling noise of a target's "
+      "class histogram with fewer images or more classes than the unshifted 10-class digits "
+      "targets of 9,298 images or more it was measured on. 0: the probe alone decides, no "
+      "confirming run. "
       "docs/label_shift.md measures it.")
   heldout_fraction: float = option(None, "label shift",
       "The share of each source class kept out of training, labelled, for calibration and the "

@@ -145,7 +145,10 @@ NOISE_QUANTILE = 0.99
 
 def sampling_noise(prior, images, quantile=NOISE_QUANTILE, rounds=4000, seed=0):
   """The `quantile` of the TV between `prior` and the class histogram of `images` draws
-  from it (Monte Carlo, seeded: the same value on every machine)."""
+  from it (Monte Carlo, seeded: the same value on every machine with the same NumPy; the
+  decision it feeds is written to label_shift.json once)."""
+  if images < 1:
+    raise ValueError(f"sampling_noise: {images} images; a histogram needs at least one")
   prior = np.asarray(prior, np.float64)
   prior = prior / prior.sum()
   draws = np.random.default_rng(seed).multinomial(int(images), prior, size=rounds)

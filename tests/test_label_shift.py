@@ -196,7 +196,13 @@ def test_sampling_noise_against_the_exact_binomial():
   assert label_shift.confirm_threshold(0.1, [0.1] * 10, 9298) == (0.1, 1.0)
   assert label_shift.confirm_threshold(0.1, [0.1] * 10, 10000) == (0.1, 1.0)
   reference = label_shift.sampling_noise([0.1] * 10, 9298)
-  assert 0.015 < reference < 0.025
+  assert reference == pytest.approx(0.0201, abs=0.0005)  # (docs/label_shift.md's figures)
+  assert label_shift.confirm_threshold(0.1, [0.1] * 10, 300)[0] == pytest.approx(0.193,
+                                                                                 abs=0.001)
+  assert label_shift.confirm_threshold(0.1, [0.1] * 10, 1454)[0] == pytest.approx(0.132,
+                                                                                  abs=0.001)
+  with pytest.raises(ValueError, match="0 images"):
+    label_shift.sampling_noise([0.5, 0.5], 0)
   for prior, images in (([0.1] * 10, 300), ([1 / 65] * 65, 2427)):
     t, scale = label_shift.confirm_threshold(0.1, prior, images)
     assert t - 0.1 == pytest.approx(label_shift.sampling_noise(prior, images) - reference)
