@@ -123,8 +123,7 @@ class TrainConfig:
       "threshold is raised (in proportion to it) by the excess sampling noise of a target's "
       "class histogram with fewer images or more classes than the unshifted 10-class digits "
       "targets of 9,298 images or more it was measured on. 0: the probe alone decides, no "
-      "confirming run. "
-      "docs/label_shift.md measures it.")
+      "confirming run. docs/label_shift.md measures it.")
   heldout_fraction: float = option(None, "label shift",
       "The share of each source class kept out of training, labelled, for calibration and the "
       "label-free estimates of the target's class proportions and of each model's target "

@@ -179,7 +179,7 @@ def confirm_decision(decision, run0_result, threshold, collapsed=None):
   hist = np.asarray(run0_result["predicted_histogram"], np.float64)
   prior = run0_result["source_class_distribution"]
   tv = prior_shift(hist, prior)
-  images = int(run0_result["eval_images"])  # (the histogram's share of each class)
+  images = int(run0_result["eval_images"])  # (the predictions its shares are of)
   effective, scale = confirm_threshold(threshold, prior, images)
   confirmed = bool(collapsed) or tv > effective
   out = dict(decision)
@@ -215,11 +215,11 @@ def describe_decision(decision):
   confirm = decision.get("confirmation")
   if confirm:
     # (label_shift.json files from before the noise scale lack it: the threshold itself)
-    scale = confirm.get("noise_scale", 1.0)
-    allowance = confirm.get("effective_threshold", 0.0) - confirm["threshold"]
-    scaled = (f"{confirm['effective_threshold']:.3f}: {confirm['threshold']:.2f} plus "
-              f"{allowance:.3f} for the sampling noise of {confirm['images']} predictions"
-              if scale > 1 else f"{confirm['threshold']:.2f}")
+    scaled = f"{confirm['threshold']:.2f}"
+    if confirm.get("noise_scale", 1.0) > 1:
+      scaled = (f"{confirm['effective_threshold']:.3f}: {scaled} plus "
+                f"{confirm['effective_threshold'] - confirm['threshold']:.3f} for the sampling "
+                f"noise of {confirm['images']} predictions")
     head += (f"a shift for the probe; the paper's run 0 predicts proportions "
              f"{confirm['prior_shift']:.3f} from the source's (confirms above {scaled}"
              + (f"; {confirm['collapsed']}" if confirm.get("collapsed") else "") + "): ")

@@ -9,9 +9,8 @@ heldout_probs.npy (but for the no-shift path's runs, which train on the split) b
 run_result.json (its true target accuracy: the suite's targets are labelled, and only
 the table reads the labels). For each cell: the error of results.json's prior estimate
 (TV from the true target class proportions), each candidate's estimated and true
-accuracy, and the model a
-rule returns against source-only, the last run (today's default) and the oracle (the
-best candidate by target labels).
+accuracy, and the model a rule returns against source-only, the last run (today's
+default) and the oracle (the best candidate by target labels).
 
 The rule is the library's (trust.choose): source-only unless an adapted model is
 estimated better by more than the error bar (--margin plus the adapted runs' spread), then
@@ -81,7 +80,6 @@ def cell_rows(model_dir, kind):
            "mlls_prior_tv_error": trust.total_variation(q, true_prior),
            "path": (summary.get("label_shift_check") or {}).get("path", "?")}
   if kind == "agree":
-    consensus = np.mean([c[4] for c in candidates], axis=0)
     candidates = [(n, 1 - trust.disagreement(target, consensus), t, held, target)
                   for n, _, t, held, target in candidates]
   facts["targets"] = [c[4] for c in candidates]
