@@ -264,6 +264,20 @@ def assess(heldout_labels, source_prior, candidates, rounds=100, seed=0):
   return out
 
 
+def agreement_accuracies(target_probs, leave_one_out=False):
+  """Each candidate's estimated target accuracy: its agreement with the candidates' mean
+  prediction, or, with `leave_one_out` and three or more candidates, with the mean
+  prediction of the others (a model's own vote no longer counts towards its estimate;
+  with two candidates each would be its agreement with the other, equal by construction,
+  so both keep the mean of the two)."""
+  target_probs = [np.asarray(t) for t in target_probs]
+  if not leave_one_out or len(target_probs) < 3:
+    consensus = np.mean(target_probs, axis=0)
+    return [1 - disagreement(t, consensus) for t in target_probs]
+  return [1 - disagreement(t, np.mean(target_probs[:i] + target_probs[i + 1:], axis=0))
+          for i, t in enumerate(target_probs)]
+
+
 def runs_spread(target_probs):
   """The adapted runs' mean pairwise disagreement on the target (0 with fewer than two):
   how much of their common prediction is the run's noise rather than the data's."""
@@ -334,14 +348,18 @@ def too_few_target_images(images, classes):
   return None
 
 
-def verdict(candidates, chosen, error=ACCURACY_ERROR, few=False, spread=0.0):
-  """Did adaptation help? The best adapted model's estimated gain over source-only with
-  its interval (+- the error bar, error_bar(error, spread), and within +- their
-  disagreement, which bounds any accuracy difference): likely above 0, unlikely below 0,
-  unsure across it."""
+def verdict(candidates, chosen, error=ACCURACY_ERROR, few=False, spread=0.0,
+            reads="best"):
+  """Did adaptation help? An adapted model's estimated gain over source-only with its
+  interval (+- the error bar, error_bar(error, spread), and within +- their disagreement,
+  which bounds any accuracy difference): likely above 0, unlikely below 0, unsure across
+  it. The model read is the best-estimated adapted one, or, with `reads` "returned", the
+  returned one where an adapted model is returned (candidates[chosen])."""
   adapted = max(candidates[1:], key=lambda c: c["estimated_accuracy"], default=None)
   if adapted is None:
     return None
+  if reads == "returned" and chosen:
+    adapted = candidates[chosen]
   gain = adapted["estimated_accuracy"] - candidates[0]["estimated_accuracy"]
   bound, bar = adapted["disagreement_with_source_only"], error_bar(error, spread)
   lo = min(max(gain - bar, -bound), bound)

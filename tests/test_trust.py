@@ -242,3 +242,31 @@ def test_verdict_is_the_estimated_gain_and_its_interval(acc, dis, helped, interv
   assert v["helped"] == helped and v["model"] == "run_1" and v["returned"] == "run_1"
   np.testing.assert_allclose(v["interval"], interval, atol=1e-9)
   assert v["estimated_gain"] == pytest.approx(acc - 0.80)
+
+
+def test_agreement_accuracies_leave_each_model_out_of_its_own_reference():
+  eye = np.eye(3)
+  a = eye[[0, 0, 1, 2]] * 0.85 + 0.05   # labels 0 0 1 2, rows [0.9 0.05 0.05]
+  b = eye[[0, 1, 1, 2]] * 0.4 + 0.2     # labels 0 1 1 2, rows [0.6 0.2 0.2]
+  c = eye[[1, 1, 1, 0]] * 0.55 + 0.15   # labels 1 1 1 0, rows [0.7 0.15 0.15]
+  # By hand: mean(b, c) -> 1 1 1 0, so a agrees on 1 of 4; mean(a, c) -> 0 0 1 2 (b: 3
+  # of 4); mean(a, b) -> 0 0 1 2 (c: 1 of 4).
+  np.testing.assert_allclose(trust.agreement_accuracies([a, b, c], leave_one_out=True),
+                             [1 / 4, 3 / 4, 1 / 4])
+  # With its own vote in the mean, (a + b + c) / 3 -> 0 1 1 2, each reads higher.
+  np.testing.assert_allclose(trust.agreement_accuracies([a, b, c]), [3 / 4, 1, 2 / 4])
+  # Two candidates: leaving one out would give each the other's agreement (equal by
+  # construction), so both keep the mean of the two: (a + b) / 2 -> 0 0 1 2.
+  assert (trust.agreement_accuracies([a, b], leave_one_out=True)
+          == trust.agreement_accuracies([a, b]) == [1.0, 3 / 4])
+
+
+def test_the_verdict_can_read_the_returned_model():
+  so = _c("source_only", 0.80, 0.0)
+  runs = [so, _c("run_1", 0.92, 0.2), _c("run_2", 0.85, 0.2)]
+  assert trust.verdict(runs, 2, 0.03)["model"] == "run_1"           # best-estimated
+  v = trust.verdict(runs, 2, 0.03, reads="returned")
+  assert v["model"] == "run_2" and v["returned"] == "run_2" and v["helped"] == "likely"
+  np.testing.assert_allclose(v["interval"], [0.02, 0.08], atol=1e-9)
+  # source-only returned: the verdict reads the best-estimated adapted model either way
+  assert trust.verdict(runs, 0, 0.03, reads="returned")["model"] == "run_1"

@@ -35,15 +35,20 @@ flags.DEFINE_float("margin", trust.ACCURACY_ERROR, "The estimated gain's typical
                    "this plus the adapted runs' spread to be returned.")
 flags.DEFINE_enum("rule", trust.RULE, ["latest", "best"], "trust.choose's rule among the "
                   "adapted models estimated within --margin of the best.")
-flags.DEFINE_enum("estimator", "agree", ["atc", "ac", "agree"], "Accuracy estimator: atc "
-                  "(average thresholded confidence) or ac (average confidence), both after "
-                  "BCTS, or agree (agreement with the candidates' mean prediction).")
+flags.DEFINE_enum("estimator", "agree", ["atc", "ac", "agree", "loo"], "Accuracy "
+                  "estimator: atc (average thresholded confidence) or ac (average "
+                  "confidence), both after BCTS, agree (agreement with the candidates' mean "
+                  "prediction) or loo (agreement with the other candidates' mean prediction; "
+                  "trust.agreement_accuracies).")
+flags.DEFINE_enum("verdict_reads", "best", ["best", "returned"], "The adapted model the "
+                  "verdict reads: the best-estimated one, or the returned one where an "
+                  "adapted model is returned (trust.verdict).")
 FLAGS = flags.FLAGS
 
 
 def estimate_accuracy(kind, heldout_probs, heldout_labels, target_probs):
   held, target = trust.calibrated(heldout_probs, heldout_labels, target_probs)
-  if kind in ("ac", "agree"):
+  if kind in ("ac", "agree", "loo"):
     return float(trust.confidence(target).mean())
   return trust.atc_accuracy(trust.atc_threshold(held, heldout_labels), target)
 
@@ -60,7 +65,7 @@ def cell_rows(model_dir, kind):
   candidates = []
   for d in dirs:
     held, target = layout.load_heldout_probs(d), layout.load_probs(d)
-    if held is None and kind != "agree":
+    if held is None and kind not in ("agree", "loo"):
       return None
     true = layout.read_run_result(d)["accuracy"]
     # (agree: every estimate is replaced by the agreement below)
@@ -79,26 +84,28 @@ def cell_rows(model_dir, kind):
            "prior_tv_error": trust.total_variation(hist, true_prior),
            "mlls_prior_tv_error": trust.total_variation(q, true_prior),
            "path": (summary.get("label_shift_check") or {}).get("path", "?")}
-  if kind == "agree":
-    candidates = [(n, 1 - trust.disagreement(target, consensus), t, held, target)
-                  for n, _, t, held, target in candidates]
+  if kind in ("agree", "loo"):
+    estimates = trust.agreement_accuracies([c[4] for c in candidates], kind == "loo")
+    candidates = [(n, e, t, held, target)
+                  for (n, _, t, held, target), e in zip(candidates, estimates)]
   facts["targets"] = [c[4] for c in candidates]
   facts["spread"] = trust.runs_spread(facts["targets"][1:])
   return [(n, e, t) for n, e, t, _, _ in candidates], facts
 
 
 def choose(candidates, margin, rule, spread):
-  """trust.choose (the library's rule) on this tool's (name, estimate, true) rows."""
+  """The index of trust.choose's (the library's rule) pick among this tool's (name,
+  estimate, true) rows."""
   rows = [{"name": n, "estimated_accuracy": e} for n, e, _ in candidates]
-  return candidates[trust.choose(rows, margin, rule, spread)[0]]
+  return trust.choose(rows, margin, rule, spread)[0]
 
 
-def verdict(candidates, targets, margin, spread):
+def verdict(candidates, targets, margin, spread, chosen, reads):
   """trust.verdict on this tool's rows (the disagreements from the saved outputs)."""
   rows = [{"name": n, "estimated_accuracy": e,
            "disagreement_with_source_only": trust.disagreement(t, targets[0])}
           for (n, e, _), t in zip(candidates, targets)]
-  return trust.verdict(rows, 0, margin, spread=spread)
+  return trust.verdict(rows, chosen, margin, spread=spread, reads=reads)
 
 
 def main(argv):
@@ -128,8 +135,10 @@ def main(argv):
     candidates, facts = rows
     so, last = candidates[0], candidates[-1]
     oracle = max(candidates, key=lambda c: c[2])
-    chosen = choose(candidates, FLAGS.margin, FLAGS.rule, facts["spread"])
-    v = verdict(candidates, facts["targets"], FLAGS.margin, facts["spread"])
+    pick = choose(candidates, FLAGS.margin, FLAGS.rule, facts["spread"])
+    chosen = candidates[pick]
+    v = verdict(candidates, facts["targets"], FLAGS.margin, facts["spread"], pick,
+                FLAGS.verdict_reads)
     adapted_true = next(t for n, _, t in candidates if n == v["model"]) - so[2]
     verdicts.append((v["helped"], adapted_true))
     last_gains.append(last[2] - so[2])
@@ -155,12 +164,13 @@ def main(argv):
   likely = [g for h, g in verdicts if h == "likely"]
   below = [h for h, g in verdicts if g < -0.01]
   print(f"\nverdict: likely on {len(likely)} cells, right (a true gain > 0) on "
-        f"{sum(g > 0 for g in likely)}; of the {len(below)} best-estimated adapted models more "
-        f"than 1 point below source-only, unlikely on {below.count('unlikely')}. The last run "
+        f"{sum(g > 0 for g in likely)}; of the {len(below)} adapted models it read "
+        f"(--verdict_reads={FLAGS.verdict_reads}) more than 1 point below source-only, "
+        f"unlikely on {below.count('unlikely')}. The last run "
         f"(the paper's choice): worst {100 * min(last_gains):+.2f}, sum "
         f"{100 * sum(last_gains):+.2f}.")
   print(f"{len(gains)} cells, --estimator={FLAGS.estimator} --margin={FLAGS.margin} "
-        f"--rule={FLAGS.rule}: "
+        f"--rule={FLAGS.rule} --verdict_reads={FLAGS.verdict_reads}: "
         f"accuracy estimate MAE {100 * np.mean(np.abs(errors)):.2f} points (max "
         f"{100 * np.max(np.abs(errors)):.2f}, mean signed {100 * np.mean(errors):+.2f}), of "
         f"the gain over source-only MAE {100 * np.mean(gain_errors):.2f} (median "
