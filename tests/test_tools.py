@@ -219,6 +219,19 @@ def test_trust_table_rescores_saved_outputs(tmp_path):
   tv = 0.5 * np.abs(hist - np.array([60, 20, 10]) / 90).sum()
   assert rows[0].split("|")[3].strip() == f"{tv:.3f}"
   assert "mean signed" in res.stdout and "the source-only model's calibrated MLLS" in res.stdout
+  # --adapted=1: scored as if the trainings had stopped after their first adapted model, with
+  # --one_run_margin as the margin (0: run_0 is returned where it is estimated better)
+  res = subprocess.run(tool + ["--adapted=1", "--one_run_margin=0"], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+  assert res.returncode == 0, res.stderr[-1000:]
+  first = [line for line in res.stdout.splitlines() if line.startswith("| a/")][0]
+  two = [np.load(cell / n / "target_probs.npy") for n in ("source_only", "run_0")]
+  mean2 = np.mean(two, 0).argmax(1)
+  est = [np.mean(p.argmax(1) == mean2) for p in two]
+  assert first.split("|")[-2].strip() == (f"source_only {100 * est[0]:.1f}/70.0, "
+                                          f"run_0 {100 * est[1]:.1f}/70.0")
+  assert f"({'run_0' if est[1] > est[0] else 'source_only'}) | +0.00 |" in first
+  assert "--one_run_margin=0.0 --adapted=1" in res.stdout
   # ATC needs every model's held-out outputs: the cell whose runs trained on the split is
   # skipped, in one line
   res = subprocess.run(tool + ["--estimator=atc"], cwd=REPO, capture_output=True, text=True,

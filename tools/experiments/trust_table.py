@@ -33,6 +33,11 @@ flags.DEFINE_string("cells", "**", "Glob, under --suite, of the cell directories
 flags.DEFINE_float("margin", trust.ACCURACY_ERROR, "The estimated gain's typical error: "
                    "an adapted model must be estimated better than source-only by more than "
                    "this plus the adapted runs' spread to be returned.")
+flags.DEFINE_float("one_run_margin", trust.ACCURACY_ERROR, "--margin where a cell has one "
+                   "adapted candidate (no spread between runs to add).")
+flags.DEFINE_integer("adapted", None, "Score each cell as if its training had stopped after "
+                     "this many adapted candidates (BIWAA-I's run r depends only on the runs "
+                     "before it): source-only and the first N runs.", lower_bound=1)
 flags.DEFINE_enum("rule", trust.RULE, ["latest", "best"], "trust.choose's rule among the "
                   "adapted models estimated within --margin of the best.")
 flags.DEFINE_enum("estimator", "agree", ["atc", "ac", "agree", "loo"], "Accuracy "
@@ -53,7 +58,7 @@ def estimate_accuracy(kind, heldout_probs, heldout_labels, target_probs):
   return trust.atc_accuracy(trust.atc_threshold(held, heldout_labels), target)
 
 
-def cell_rows(model_dir, kind):
+def cell_rows(model_dir, kind, adapted=None):
   """The cell's candidates: (name, estimated accuracy, true accuracy), and its facts; None
   where `kind` needs every candidate's held-out outputs and a run trained on the split."""
   summary = layout.read_results(model_dir)
@@ -61,7 +66,7 @@ def cell_rows(model_dir, kind):
   runs = layout.run_dirs(model_dir)
   if (summary.get("label_shift_check") or {}).get("shift"):
     runs = runs[1:]  # run 0 of the label-shift path is the probe itself
-  dirs = [layout.probe_dir(model_dir)] + runs
+  dirs = [layout.probe_dir(model_dir)] + runs[:adapted]
   candidates = []
   for d in dirs:
     held, target = layout.load_heldout_probs(d), layout.load_probs(d)
@@ -91,6 +96,11 @@ def cell_rows(model_dir, kind):
   facts["targets"] = [c[4] for c in candidates]
   facts["spread"] = trust.runs_spread(facts["targets"][1:])
   return [(n, e, t) for n, e, t, _, _ in candidates], facts
+
+
+def adapted_gain(candidates, name):
+  """The true gain over source-only of the candidate called `name`."""
+  return next(t for n, _, t in candidates if n == name) - candidates[0][2]
 
 
 def choose(candidates, margin, rule, spread):
@@ -124,10 +134,10 @@ def main(argv):
         "rule | rule - source-only | verdict (true gain) | estimates (est/true) |")
   print("|---|---|---|---|---|---|---|---|---|---|---|")
   errors, worst, gains, oracle_gains, tv_errors, mlls_tv = [], [], [], [], [], []
-  gain_errors, verdicts, last_gains = [], [], []
+  gain_errors, verdicts, last_gains, covered = [], [], [], []
   for cell in cells:
     name = os.path.relpath(cell, FLAGS.suite)
-    rows = cell_rows(cell, FLAGS.estimator)
+    rows = cell_rows(cell, FLAGS.estimator, FLAGS.adapted)
     if rows is None:
       print(f"skipped {name}: --estimator={FLAGS.estimator} needs every model's held-out "
             "outputs, and the no-shift path's runs trained on the split", file=sys.stderr)
@@ -135,11 +145,14 @@ def main(argv):
     candidates, facts = rows
     so, last = candidates[0], candidates[-1]
     oracle = max(candidates, key=lambda c: c[2])
-    pick = choose(candidates, FLAGS.margin, FLAGS.rule, facts["spread"])
+    margin = FLAGS.one_run_margin if len(candidates) == 2 else FLAGS.margin
+    pick = choose(candidates, margin, FLAGS.rule, facts["spread"])
     chosen = candidates[pick]
-    v = verdict(candidates, facts["targets"], FLAGS.margin, facts["spread"], pick,
+    v = verdict(candidates, facts["targets"], margin, facts["spread"], pick,
                 FLAGS.verdict_reads)
-    adapted_true = next(t for n, _, t in candidates if n == v["model"]) - so[2]
+    lo, hi = v["interval"]
+    covered.append(lo <= adapted_gain(candidates, v["model"]) <= hi)
+    adapted_true = adapted_gain(candidates, v["model"])
     verdicts.append((v["helped"], adapted_true))
     last_gains.append(last[2] - so[2])
     errors += [e - t for _, e, t in candidates]
@@ -166,10 +179,12 @@ def main(argv):
   print(f"\nverdict: likely on {len(likely)} cells, right (a true gain > 0) on "
         f"{sum(g > 0 for g in likely)}; of the {len(below)} adapted models it read "
         f"(--verdict_reads={FLAGS.verdict_reads}) more than 1 point below source-only, "
-        f"unlikely on {below.count('unlikely')}. The last run "
+        f"unlikely on {below.count('unlikely')}; its interval covers the true gain on "
+        f"{sum(covered)} of {len(covered)} cells. The last run "
         f"(the paper's choice): worst {100 * min(last_gains):+.2f}, sum "
         f"{100 * sum(last_gains):+.2f}.")
   print(f"{len(gains)} cells, --estimator={FLAGS.estimator} --margin={FLAGS.margin} "
+        f"--one_run_margin={FLAGS.one_run_margin} --adapted={FLAGS.adapted} "
         f"--rule={FLAGS.rule} --verdict_reads={FLAGS.verdict_reads}: "
         f"accuracy estimate MAE {100 * np.mean(np.abs(errors)):.2f} points (max "
         f"{100 * np.max(np.abs(errors)):.2f}, mean signed {100 * np.mean(errors):+.2f}), of "
