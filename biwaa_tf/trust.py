@@ -252,10 +252,11 @@ def assess(heldout_labels, source_prior, candidates, rounds=100, seed=0):
                    "source_only_shift_p_value": round(p, 4)},
          "candidates": []}
   out["runs_spread"] = round(runs_spread([t for _, _, t in candidates[1:]]), 4)
-  for (name, held_c, target_c), c in zip(candidates, cal):
+  estimates = agreement_accuracies([t for _, _, t in candidates])
+  for (name, held_c, target_c), c, e in zip(candidates, cal, estimates):
     out["candidates"].append({
         "name": name,
-        "estimated_accuracy": round(1 - disagreement(target_c, consensus), 4),
+        "estimated_accuracy": round(e, 4),
         "atc_accuracy": None if c is None else round(
             atc_accuracy(atc_threshold(c[0], heldout_labels), c[1]), 4),
         "heldout_accuracy": None if held_c is None else round(
@@ -355,6 +356,8 @@ def verdict(candidates, chosen, error=ACCURACY_ERROR, few=False, spread=0.0,
   which bounds any accuracy difference): likely above 0, unlikely below 0, unsure across
   it. The model read is the best-estimated adapted one, or, with `reads` "returned", the
   returned one where an adapted model is returned (candidates[chosen])."""
+  if reads not in ("best", "returned"):
+    raise ValueError(f"reads: 'best' or 'returned', not {reads!r}")
   adapted = max(candidates[1:], key=lambda c: c["estimated_accuracy"], default=None)
   if adapted is None:
     return None

@@ -194,7 +194,7 @@ def _trust_cell(root, accuracies, seed, trained_on_heldout=()):
 
 
 def test_trust_table_rescores_saved_outputs(tmp_path):
-  _trust_cell(str(tmp_path / "a" / "seed0"), {"source_only": 0.70, "run_0": 0.70,
+  _trust_cell(str(tmp_path / "a" / "seed0"), {"source_only": 0.70, "run_0": 0.72,
                                                "run_1": 0.80}, 0)
   _trust_cell(str(tmp_path / "a" / "seed1"), {"source_only": 0.60, "run_0": 0.60,
                                                "run_1": 0.55}, 1, ("run_0", "run_1"))
@@ -219,8 +219,8 @@ def test_trust_table_rescores_saved_outputs(tmp_path):
   tv = 0.5 * np.abs(hist - np.array([60, 20, 10]) / 90).sum()
   assert rows[0].split("|")[3].strip() == f"{tv:.3f}"
   assert "mean signed" in res.stdout and "the source-only model's calibrated MLLS" in res.stdout
-  # --adapted=1: scored as if the trainings had stopped after their first adapted model, with
-  # --one_run_margin as the margin (0: run_0 is returned where it is estimated better)
+  # --adapted=1: scored as if the trainings had stopped after their first adapted model;
+  # --one_run_margin=0 (not --margin=1): the verdict's interval is the estimated gain alone
   res = subprocess.run(tool + ["--adapted=1", "--one_run_margin=0"], cwd=REPO,
                        capture_output=True, text=True, timeout=120)
   assert res.returncode == 0, res.stderr[-1000:]
@@ -229,9 +229,12 @@ def test_trust_table_rescores_saved_outputs(tmp_path):
   mean2 = np.mean(two, 0).argmax(1)
   est = [np.mean(p.argmax(1) == mean2) for p in two]
   assert first.split("|")[-2].strip() == (f"source_only {100 * est[0]:.1f}/70.0, "
-                                          f"run_0 {100 * est[1]:.1f}/70.0")
-  assert f"({'run_0' if est[1] > est[0] else 'source_only'}) | +0.00 |" in first
+                                          f"run_0 {100 * est[1]:.1f}/72.0")
+  assert est[1] < est[0]  # (the fixture): source-only is kept, and the verdict says so
+  assert "| 70.00 (source_only) | +0.00 | unlikely (+2.0) |" in first
   assert "--one_run_margin=0.0 --adapted=1" in res.stdout
+  # a zero-width interval below 0 misses the true +2.0
+  assert "its interval covers the true gain on 0 of 2 cells" in res.stdout
   # ATC needs every model's held-out outputs: the cell whose runs trained on the split is
   # skipped, in one line
   res = subprocess.run(tool + ["--estimator=atc"], cwd=REPO, capture_output=True, text=True,

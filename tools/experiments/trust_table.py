@@ -33,11 +33,12 @@ flags.DEFINE_string("cells", "**", "Glob, under --suite, of the cell directories
 flags.DEFINE_float("margin", trust.ACCURACY_ERROR, "The estimated gain's typical error: "
                    "an adapted model must be estimated better than source-only by more than "
                    "this plus the adapted runs' spread to be returned.")
-flags.DEFINE_float("one_run_margin", trust.ACCURACY_ERROR, "--margin where a cell has one "
-                   "adapted candidate (no spread between runs to add).")
+flags.DEFINE_float("one_run_margin", None, "--margin where a cell has one adapted "
+                   "candidate (no spread between runs to add); default: --margin.")
 flags.DEFINE_integer("adapted", None, "Score each cell as if its training had stopped after "
                      "this many adapted candidates (BIWAA-I's run r depends only on the runs "
-                     "before it): source-only and the first N runs.", lower_bound=1)
+                     "before it): source-only and the first N runs (the prior's estimate, "
+                     "too, is then theirs).", lower_bound=1)
 flags.DEFINE_enum("rule", trust.RULE, ["latest", "best"], "trust.choose's rule among the "
                   "adapted models estimated within --margin of the best.")
 flags.DEFINE_enum("estimator", "agree", ["atc", "ac", "agree", "loo"], "Accuracy "
@@ -145,14 +146,15 @@ def main(argv):
     candidates, facts = rows
     so, last = candidates[0], candidates[-1]
     oracle = max(candidates, key=lambda c: c[2])
-    margin = FLAGS.one_run_margin if len(candidates) == 2 else FLAGS.margin
+    margin = (FLAGS.one_run_margin if len(candidates) == 2 and FLAGS.one_run_margin
+              is not None else FLAGS.margin)
     pick = choose(candidates, margin, FLAGS.rule, facts["spread"])
     chosen = candidates[pick]
     v = verdict(candidates, facts["targets"], margin, facts["spread"], pick,
                 FLAGS.verdict_reads)
-    lo, hi = v["interval"]
-    covered.append(lo <= adapted_gain(candidates, v["model"]) <= hi)
     adapted_true = adapted_gain(candidates, v["model"])
+    if v["helped"] != "unchanged":  # (an interval of [0, 0]: nothing to cover)
+      covered.append(v["interval"][0] <= adapted_true <= v["interval"][1])
     verdicts.append((v["helped"], adapted_true))
     last_gains.append(last[2] - so[2])
     errors += [e - t for _, e, t in candidates]
@@ -180,7 +182,8 @@ def main(argv):
         f"{sum(g > 0 for g in likely)}; of the {len(below)} adapted models it read "
         f"(--verdict_reads={FLAGS.verdict_reads}) more than 1 point below source-only, "
         f"unlikely on {below.count('unlikely')}; its interval covers the true gain on "
-        f"{sum(covered)} of {len(covered)} cells. The last run "
+        f"{sum(covered)} of {len(covered)} cells (those with a verdict other than "
+        f"unchanged). The last run "
         f"(the paper's choice): worst {100 * min(last_gains):+.2f}, sum "
         f"{100 * sum(last_gains):+.2f}.")
   print(f"{len(gains)} cells, --estimator={FLAGS.estimator} --margin={FLAGS.margin} "
