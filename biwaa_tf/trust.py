@@ -220,14 +220,16 @@ def assess(heldout_labels, source_prior, candidates, rounds=100, seed=0):
   {"prior": the target prior as the candidates' mean prediction predicts it (with a
   bootstrap interval), and as the source-only model alone estimates it (calibrated MLLS,
   its interval, BBSE's, the shift test), "candidates": each model's estimated accuracy
-  (its agreement with the candidates' mean prediction), its ATC estimate (after
-  calibration), and its disagreement with source-only}.
+  (its agreement with the other candidates' mean prediction, agreement_accuracies), its
+  ATC estimate (after calibration), and its disagreement with source-only}.
 
   Why agreement: on the suite's tuning part (docs/label_shift.md) the source-only model's
   calibration on held-out source does not carry over to the target (ATC's error: 13.7
   points on average, up to 36.6; calibrated MLLS missed the prior by a median TV of
   0.19), while agreement with the mean prediction erred by 8.0 points (4.5 on the gain
-  over source-only), and its histogram by a median TV of 0.06."""
+  over source-only), and its histogram by a median TV of 0.06. Leaving each model's own
+  vote out of its reference took the error from 8.4 to 5.9 points on the 34 later cells
+  (docs/label_shift.md, "Leave-one-out agreement")."""
   heldout_labels = np.asarray(heldout_labels)
   pi = np.asarray(source_prior, np.float64)
   _, held, target = candidates[0]
@@ -252,7 +254,7 @@ def assess(heldout_labels, source_prior, candidates, rounds=100, seed=0):
                    "source_only_shift_p_value": round(p, 4)},
          "candidates": []}
   out["runs_spread"] = round(runs_spread([t for _, _, t in candidates[1:]]), 4)
-  estimates = agreement_accuracies([t for _, _, t in candidates])
+  estimates = agreement_accuracies([t for _, _, t in candidates], LEAVE_ONE_OUT)
   for (name, held_c, target_c), c, e in zip(candidates, cal, estimates):
     out["candidates"].append({
         "name": name,
@@ -294,6 +296,29 @@ def runs_spread(target_probs):
 # spread term, before the suite's seed-2 cells were scored.
 ACCURACY_ERROR = 0.0225
 
+# The same where a training has one adapted model (two candidates: no spread between runs
+# to add): the median absolute error of the first adapted run's estimated gain over the 34
+# cells of docs/label_shift.md ("Leave-one-out agreement"), where ACCURACY_ERROR's interval
+# covered the true gain on 9 of them. Pre-registered at 5804e21, adopted on seed 12.
+ONE_RUN_ERROR = 0.059
+
+
+def gain_error(adapted):
+  """The typical error of the estimated gain of a training with `adapted` adapted
+  candidates: ONE_RUN_ERROR with one, ACCURACY_ERROR with more."""
+  return ONE_RUN_ERROR if adapted == 1 else ACCURACY_ERROR
+
+
+# Each candidate's estimate leaves its own vote out of its reference (agreement with the
+# other candidates' mean prediction; agreement_accuracies). Pre-registered at 8075f83,
+# adopted on the fresh seed 12 (docs/label_shift.md, "Leave-one-out agreement").
+LEAVE_ONE_OUT = True
+
+# The verdict reads the returned model where an adapted one is returned (the best-estimated
+# adapted model otherwise): it answers for the model the user gets. Adopted with
+# LEAVE_ONE_OUT.
+VERDICT_READS = "returned"
+
 
 # Among adapted models the estimates cannot tell apart (within ACCURACY_ERROR of the best
 # estimate), the latest run: BIWAA-I's later runs start from the earlier runs' aggregate.
@@ -319,7 +344,7 @@ def choose(candidates, error=ACCURACY_ERROR, rule=RULE, spread=0.0):
   gain, bar = top - so, error_bar(error, spread)
   bar_text = (f"{100 * bar:.2f} points: {100 * error:.2f} + the runs' spread "
               f"{100 * spread:.2f}" if len(adapted) > 1 or spread else
-              f"{100 * bar:.2f} points; one adapted run, no spread between runs to add")
+              f"{100 * bar:.2f} points, the typical error with one adapted run")
   if gain <= bar:
     return 0, (f"no adapted model is estimated better than source-only by more than the "
                f"error bar ({bar_text}; the best: {100 * gain:+.1f})")
@@ -350,7 +375,7 @@ def too_few_target_images(images, classes):
 
 
 def verdict(candidates, chosen, error=ACCURACY_ERROR, few=False, spread=0.0,
-            reads="best"):
+            reads=VERDICT_READS):
   """Did adaptation help? An adapted model's estimated gain over source-only with its
   interval (+- the error bar, error_bar(error, spread), and within +- their disagreement,
   which bounds any accuracy difference): likely above 0, unlikely below 0, unsure across

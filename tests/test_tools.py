@@ -219,6 +219,14 @@ def test_trust_table_rescores_saved_outputs(tmp_path):
   tv = 0.5 * np.abs(hist - np.array([60, 20, 10]) / 90).sum()
   assert rows[0].split("|")[3].strip() == f"{tv:.3f}"
   assert "mean signed" in res.stdout and "the source-only model's calibrated MLLS" in res.stdout
+  # the estimates (the library's, leave-one-out): each candidate's agreement with the others'
+  # mean prediction
+  probs = [np.load(cell / n / "target_probs.npy") for n in ("source_only", "run_0", "run_1")]
+  loo = [np.mean(p.argmax(1) == np.mean(probs[:i] + probs[i + 1:], 0).argmax(1))
+         for i, p in enumerate(probs)]
+  assert rows[0].split("|")[-2].strip() == ", ".join(
+      f"{n} {100 * e:.1f}/{100 * t:.1f}" for n, e, t in zip(
+          ("source_only", "run_0", "run_1"), loo, (0.70, 0.72, 0.80)))
   # --adapted=1: scored as if the trainings had stopped after their first adapted model;
   # --one_run_margin=0 (not --margin=1): the verdict's interval is the estimated gain alone
   res = subprocess.run(tool + ["--adapted=1", "--one_run_margin=0"], cwd=REPO,

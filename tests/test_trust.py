@@ -200,9 +200,11 @@ def test_the_runs_spread_widens_the_error_bar_of_choose_and_the_verdict():
   assert trust.choose(runs, 0.03, spread=0.05)[0] == 2  # 0.09 > 0.03 + 0.05
   index, why = trust.choose(runs, 0.03, spread=0.08)   # 0.10 <= 0.03 + 0.08
   assert index == 0 and "error bar (11.00 points: 3.00 + the runs' spread 8.00" in why
-  one = trust.choose([so, _c("run_1", 0.90, 0.3)], 0.0225)[1]
-  assert one.endswith("more than the error bar (2.25 points; one adapted run, no spread "
-                      "between runs to add)")
+  one = trust.choose([so, _c("run_1", 0.90, 0.3)], trust.gain_error(1))[1]
+  assert one.endswith("more than the error bar (5.90 points, the typical error with one "
+                      "adapted run)")
+  assert trust.gain_error(1) == trust.ONE_RUN_ERROR == 0.059
+  assert trust.gain_error(2) == trust.gain_error(3) == trust.ACCURACY_ERROR == 0.0225
   v = trust.verdict(runs, 0, 0.03, spread=0.08)
   assert v["helped"] == "unsure" and v["model"] == "run_1"
   np.testing.assert_allclose(v["interval"], [-0.01, 0.21], atol=1e-9)
@@ -264,9 +266,22 @@ def test_agreement_accuracies_leave_each_model_out_of_its_own_reference():
 def test_the_verdict_can_read_the_returned_model():
   so = _c("source_only", 0.80, 0.0)
   runs = [so, _c("run_1", 0.92, 0.2), _c("run_2", 0.85, 0.2)]
-  assert trust.verdict(runs, 2, 0.03)["model"] == "run_1"           # best-estimated
-  v = trust.verdict(runs, 2, 0.03, reads="returned")
+  assert trust.verdict(runs, 2, 0.03, reads="best")["model"] == "run_1"  # best-estimated
+  v = trust.verdict(runs, 2, 0.03)  # (the library's: trust.VERDICT_READS)
   assert v["model"] == "run_2" and v["returned"] == "run_2" and v["helped"] == "likely"
   np.testing.assert_allclose(v["interval"], [0.02, 0.08], atol=1e-9)
   # source-only returned: the verdict reads the best-estimated adapted model either way
   assert trust.verdict(runs, 0, 0.03, reads="returned")["model"] == "run_1"
+
+
+def test_assess_leaves_each_candidate_out_of_its_own_reference():
+  held_p, held_y, _ = sample(PI, 300, 20)
+  target_p, _, _ = sample(Q, 400, 21)
+  runs = [np.roll(target_p, k, axis=1) * 0.5 + target_p * 0.5 for k in (1, 2)]
+  out = trust.assess(held_y, PI, [("source_only", held_p, target_p), ("run_1", None, runs[0]),
+                                  ("run_2", None, runs[1])], rounds=5)
+  models = [target_p] + runs
+  for i, c in enumerate(out["candidates"]):
+    others = np.mean([m for j, m in enumerate(models) if j != i], axis=0)
+    assert c["estimated_accuracy"] == pytest.approx(
+        np.mean(models[i].argmax(1) == others.argmax(1)), abs=1e-4)

@@ -212,9 +212,11 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
     if few:
       log.warning("%s", few)
     spread = summary["trust"].get("runs_spread", 0.0)
-    summary["trust"]["gain_error_bar"] = round(trust.error_bar(spread=spread), 4)
-    chosen, why = (0, few) if few else trust.choose(candidates, spread=spread)
-    summary["verdict"] = trust.verdict(candidates, chosen, few=bool(few), spread=spread)
+    error = trust.gain_error(len(candidates) - 1)
+    summary["trust"]["gain_error_bar"] = round(trust.error_bar(error, spread), 4)
+    chosen, why = (0, few) if few else trust.choose(candidates, error, spread=spread)
+    summary["verdict"] = trust.verdict(candidates, chosen, error, few=bool(few),
+                                       spread=spread)
     if summary["verdict"]:  # (None without an adapted candidate)
       log.info("verdict: %s", trust.describe_verdict(summary["verdict"]))
     name = candidates[chosen]["name"]
@@ -273,10 +275,12 @@ def _assess(cfg, domains, reference, run_dirs):
            max(h - lo for lo, h in zip(*p["interval_90"])), p["tv_from_source"])
   spread = (f"; the adapted runs disagree on {100 * out['runs_spread']:.1f}% of the target"
             if len(out["candidates"]) > 2 else "")
-  # (models that share errors agree on them: on the digits suite these read 8 points high
-  # on average, the gains between models 2 points off at the median; docs/label_shift.md)
-  log.info("estimated target accuracy (agreement with the models' mean prediction; it reads "
-           "high where the models share errors, so compare models by the differences): %s%s",
+  # (models that share errors agree on them: on the digits suite these read 5.5-7.9 points
+  # high on average, the gains between models 2.2-3.6 points off at the median;
+  # docs/label_shift.md)
+  log.info("estimated target accuracy (agreement with the other models' mean prediction; "
+           "it reads high where the models share errors, so compare models by the "
+           "differences): %s%s",
            ", ".join(f"{c['name']} {100 * c['estimated_accuracy']:.1f}%"
                      for c in out["candidates"]), spread)
   return out

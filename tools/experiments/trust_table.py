@@ -33,22 +33,24 @@ flags.DEFINE_string("cells", "**", "Glob, under --suite, of the cell directories
 flags.DEFINE_float("margin", trust.ACCURACY_ERROR, "The estimated gain's typical error: "
                    "an adapted model must be estimated better than source-only by more than "
                    "this plus the adapted runs' spread to be returned.")
-flags.DEFINE_float("one_run_margin", None, "--margin where a cell has one adapted "
-                   "candidate (no spread between runs to add); default: --margin.")
+flags.DEFINE_float("one_run_margin", trust.ONE_RUN_ERROR, "--margin where a cell has one "
+                   "adapted candidate (no spread between runs to add; the library's: "
+                   "trust.gain_error).")
 flags.DEFINE_integer("adapted", None, "Score each cell as if its training had stopped after "
                      "this many adapted candidates (BIWAA-I's run r depends only on the runs "
                      "before it): source-only and the first N runs (the prior's estimate, "
                      "too, is then theirs).", lower_bound=1)
 flags.DEFINE_enum("rule", trust.RULE, ["latest", "best"], "trust.choose's rule among the "
                   "adapted models estimated within --margin of the best.")
-flags.DEFINE_enum("estimator", "agree", ["atc", "ac", "agree", "loo"], "Accuracy "
-                  "estimator: atc (average thresholded confidence) or ac (average "
-                  "confidence), both after BCTS, agree (agreement with the candidates' mean "
-                  "prediction) or loo (agreement with the other candidates' mean prediction; "
-                  "trust.agreement_accuracies).")
-flags.DEFINE_enum("verdict_reads", "best", ["best", "returned"], "The adapted model the "
-                  "verdict reads: the best-estimated one, or the returned one where an "
-                  "adapted model is returned (trust.verdict).")
+flags.DEFINE_enum("estimator", "loo" if trust.LEAVE_ONE_OUT else "agree",
+                  ["atc", "ac", "agree", "loo"], "Accuracy estimator: atc (average "
+                  "thresholded confidence) or ac (average confidence), both after BCTS, "
+                  "agree (agreement with the candidates' mean prediction) or loo (agreement "
+                  "with the other candidates' mean prediction; trust.agreement_accuracies: "
+                  "the library's).")
+flags.DEFINE_enum("verdict_reads", trust.VERDICT_READS, ["best", "returned"], "The "
+                  "adapted model the verdict reads: the best-estimated one, or the returned "
+                  "one where an adapted model is returned (trust.verdict).")
 FLAGS = flags.FLAGS
 
 
@@ -146,8 +148,7 @@ def main(argv):
     candidates, facts = rows
     so, last = candidates[0], candidates[-1]
     oracle = max(candidates, key=lambda c: c[2])
-    margin = (FLAGS.one_run_margin if len(candidates) == 2 and FLAGS.one_run_margin
-              is not None else FLAGS.margin)
+    margin = FLAGS.one_run_margin if len(candidates) == 2 else FLAGS.margin
     pick = choose(candidates, margin, FLAGS.rule, facts["spread"])
     chosen = candidates[pick]
     v = verdict(candidates, facts["targets"], margin, facts["spread"], pick,
