@@ -70,9 +70,11 @@ class AdaptResult:
                 probe and every run (returned, in results.json) when the label-shift check
                 ran with a held-out split, else the last run.
   model_dir:    where the training lives (None when it ran in a temporary directory).
-  verdict:      did adaptation likely help (label_shift.verdict: "helped", "confidence",
-                "evidence"), against the label-shift check's source-only probe; None
-                with label_shift_check=False.
+  verdict:      did adaptation likely help, against the label-shift check's source-only
+                probe: trust.verdict's "helped", "model", "estimated_gain", "interval"
+                and "returned" (label_shift.verdict's "helped", "confidence" and
+                "evidence" for a training without a held-out split); None with
+                label_shift_check=False.
   label_shift_check: the check's decision (estimated prior, its shift, the path taken).
   source_only:  the probe's accuracy and per_class_accuracy (None without labels or probe).
   """

@@ -101,8 +101,10 @@ class TrainConfig:
       "--label_shift_confirm_tv), the adapted runs start from the probe and load "
       "the source in the probe's predicted proportions (as --first_run=source_only "
       "--prior_matching), else the paper's runs are trained unchanged, on all of the "
-      "source. The training returns the model (probe or run) with the best label-free "
-      "accuracy estimate and ends with a verdict (did adaptation likely help?). The "
+      "source. The training returns the source-only probe unless an adapted run is "
+      "estimated better by more than the estimates' error bar (then the latest run "
+      "estimated within that error of the best) and ends with a verdict (did "
+      "adaptation likely help?). The "
       "benchmark flagfiles turn it off (--nolabel_shift_check: the paper).")
   label_shift_threshold: float = option(0.3, "label shift",
       "The label-shift check finds a shift when the probe's predicted target class "

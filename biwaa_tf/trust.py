@@ -330,7 +330,7 @@ def error_bar(error=ACCURACY_ERROR, spread=0.0):
   return error + spread
 
 
-def choose(candidates, error=ACCURACY_ERROR, rule=RULE, spread=0.0):
+def choose(candidates, error=None, rule=RULE, spread=0.0):
   """(index, why) of the candidate to return, from assess()'s candidates (source-only
   first, then the runs in order): source-only unless an adapted model is estimated better
   than it by more than the error bar (`error` + the runs' `spread`); then, with rule
@@ -340,6 +340,7 @@ def choose(candidates, error=ACCURACY_ERROR, rule=RULE, spread=0.0):
   adapted = range(1, len(candidates))
   if not adapted:
     return 0, "the only model"
+  error = gain_error(len(adapted)) if error is None else error
   top = max(candidates[i]["estimated_accuracy"] for i in adapted)
   gain, bar = top - so, error_bar(error, spread)
   bar_text = (f"{100 * bar:.2f} points: {100 * error:.2f} + the runs' spread "
@@ -374,8 +375,7 @@ def too_few_target_images(images, classes):
   return None
 
 
-def verdict(candidates, chosen, error=ACCURACY_ERROR, few=False, spread=0.0,
-            reads=VERDICT_READS):
+def verdict(candidates, chosen, error=None, few=False, spread=0.0, reads=VERDICT_READS):
   """Did adaptation help? An adapted model's estimated gain over source-only with its
   interval (+- the error bar, error_bar(error, spread), and within +- their disagreement,
   which bounds any accuracy difference): likely above 0, unlikely below 0, unsure across
@@ -386,6 +386,7 @@ def verdict(candidates, chosen, error=ACCURACY_ERROR, few=False, spread=0.0,
   adapted = max(candidates[1:], key=lambda c: c["estimated_accuracy"], default=None)
   if adapted is None:
     return None
+  error = gain_error(len(candidates) - 1) if error is None else error
   if reads == "returned" and chosen:
     adapted = candidates[chosen]
   gain = adapted["estimated_accuracy"] - candidates[0]["estimated_accuracy"]

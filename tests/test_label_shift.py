@@ -460,6 +460,14 @@ def test_check_with_one_run_adapts_once_after_the_probe(tiny_domains, tmp_path):
   again = run_main(flags)  # resumes: nothing trained, the same path
   assert again.returncode == 0 and "run 0: the source-only probe" in again.stderr
   assert "median step" not in again.stderr
+  assert "exported the" not in again.stderr  # the same returned model: export/ stands
+  # a results.json whose returned model differs (as under an older rule): re-exported
+  returned = summary["returned"]["model"]
+  summary["returned"]["model"] = "run_1" if returned == "source_only" else "source_only"
+  (out / "results.json").write_text(json.dumps(summary))
+  third = run_main(flags)
+  assert third.returncode == 0 and f"exported the {returned} model" in third.stderr
+  assert json.loads((out / "results.json").read_text())["returned"]["model"] == returned
   from biwaa_tf.train import iterative
   cfg, _, model = iterative.restore_trained(str(out))
   assert (cfg.first_run, cfg.runs, cfg.prior_matching) == ("source_only", 2, True)

@@ -226,7 +226,13 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
                            "per_class_accuracy": source.get("per_class_accuracy")}
     log.info("returned model: %s (%s)", name, why)
   export_dir = layout.path(cfg.model_dir, layout.EXPORT)
-  if trained or not os.path.exists(export_dir):
+  # (a resumed training whose returned model changed, as under a newer rule, re-exports:
+  # the export holds the model the previous results.json returned)
+  results_path = layout.path(cfg.model_dir, layout.RESULTS)
+  before = io_utils.read_json(results_path) if os.path.exists(results_path) else {}
+  changed = ((before.get("returned") or {}).get("model")
+             != (summary.get("returned") or {}).get("model"))
+  if trained or changed or not os.path.exists(export_dir):
     run_cfg, run, run_dir = returned_run(cfg, summary)
     run_lib.export_run(run_cfg, domains, run, run_dir, export_dir)
     log.info("exported the %s model to %s", (summary.get("returned") or {}).get(
