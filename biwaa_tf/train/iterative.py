@@ -229,7 +229,7 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
   # (a resumed training whose returned model changed, as under a newer rule, re-exports:
   # the export holds the model the previous results.json returned)
   results_path = layout.path(cfg.model_dir, layout.RESULTS)
-  before = io_utils.read_json(results_path) if os.path.exists(results_path) else {}
+  before = layout.read_results(cfg.model_dir) if os.path.exists(results_path) else {}
   changed = ((before.get("returned") or {}).get("model")
              != (summary.get("returned") or {}).get("model"))
   if trained or changed or not os.path.exists(export_dir):
@@ -237,7 +237,7 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
     run_lib.export_run(run_cfg, domains, run, run_dir, export_dir)
     log.info("exported the %s model to %s", (summary.get("returned") or {}).get(
         "model", "last run's"), export_dir)
-  io_utils.atomic_write_json(layout.path(cfg.model_dir, layout.RESULTS), summary)
+  io_utils.atomic_write_json(results_path, summary)
   return summary
 
 

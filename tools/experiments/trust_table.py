@@ -56,7 +56,7 @@ FLAGS = flags.FLAGS
 
 def estimate_accuracy(kind, heldout_probs, heldout_labels, target_probs):
   held, target = trust.calibrated(heldout_probs, heldout_labels, target_probs)
-  if kind in ("ac", "agree", "loo"):
+  if kind == "ac":
     return float(trust.confidence(target).mean())
   return trust.atc_accuracy(trust.atc_threshold(held, heldout_labels), target)
 
@@ -76,8 +76,9 @@ def cell_rows(model_dir, kind, adapted=None):
     if held is None and kind not in ("agree", "loo"):
       return None
     true = layout.read_run_result(d)["accuracy"]
-    # (agree: every estimate is replaced by the agreement below)
-    estimate = None if held is None else estimate_accuracy(kind, held, labels, target)
+    # (agree, loo: the agreement below gives every estimate)
+    estimate = (None if held is None or kind in ("agree", "loo") else
+                estimate_accuracy(kind, held, labels, target))
     candidates.append((os.path.basename(d), estimate, true, held, target))
   counts = np.asarray(summary["target_class_counts"], np.float64)
   source_prior = layout.read_run_result(dirs[0])["source_class_distribution"]
