@@ -219,6 +219,11 @@ def test_trust_table_rescores_saved_outputs(tmp_path):
   tv = 0.5 * np.abs(hist - np.array([60, 20, 10]) / 90).sum()
   assert rows[0].split("|")[3].strip() == f"{tv:.3f}"
   assert "mean signed" in res.stdout and "the source-only model's calibrated MLLS" in res.stdout
+  # --by_target: one row per target, the means over its seeds (source-only 70 and 60, the
+  # returned model source-only, the last run 80 and 55)
+  res = subprocess.run(tool + ["--by_target"], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+  assert res.stdout.rstrip().endswith("| a | 65.0 / 65.0 / 67.5 (+0.0, 2) |")
   # the estimates (the library's, leave-one-out): each candidate's agreement with the others'
   # mean prediction
   probs = [np.load(cell / n / "target_probs.npy") for n in ("source_only", "run_0", "run_1")]
@@ -252,3 +257,19 @@ def test_trust_table_rescores_saved_outputs(tmp_path):
       "| a/seed0 |")
   assert "skipped a/seed1: --estimator=atc needs every model's held-out outputs" in res.stderr
   assert "\n1 cells, --estimator=atc" in res.stdout
+
+
+def test_trust_table_by_target_groups_targets_and_tasks():
+  # (in a child process: trust_table's flags would clash with summarize's, imported above)
+  code = ("import os, json; from tools.experiments.trust_table import by_target; "
+          "j = os.path.join; print(json.dumps(by_target(["
+          "(j('lt', 'm2u', 'biwaa_i', 'seed1'), 0.70, 0.80, 0.75), "
+          "(j('lt', 'm2u', 'biwaa_i', 'seed2'), 0.60, 0.60, 0.50), "
+          "(j('none', 'u2m', 'biwaa_i', 'seed1'), 0.50, 0.90, 0.90)])))")
+  res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+  assert res.returncode == 0, res.stderr[-1000:]
+  assert json.loads(res.stdout) == [
+      "| target | m2u | u2m |", "|---|---|---|",
+      "| lt | 65.0 / 70.0 / 62.5 (+0.0, 2) | - |",
+      "| none | - | 50.0 / 90.0 / 90.0 (+40.0, 1) |"]

@@ -1,7 +1,7 @@
 """Re-scores a trust suite from its saved outputs, in seconds, without retraining.
 
     python -m tools.experiments.trust_table --suite=runs/trust/tuning [--cells='*/*/*/seed2'] \
-        [--margin=0.02] [--estimator=atc]
+        [--margin=0.02] [--estimator=atc] [--by_target]
 
 A cell is a no-flag default training (label-shift check on) whose model_dir holds
 heldout_labels.npy and, for the source-only probe and every run, target_probs.npy and
@@ -48,6 +48,10 @@ flags.DEFINE_enum("estimator", "loo" if trust.LEAVE_ONE_OUT else "agree",
                   "agree (agreement with the candidates' mean prediction) or loo (agreement "
                   "with the other candidates' mean prediction; trust.agreement_accuracies: "
                   "the library's).")
+flags.DEFINE_bool("by_target", False, "After the cells, one table of the returned model "
+                  "against source-only and the last run: a row per target (the cell's first "
+                  "path component under --suite), a column per task (its second), each the "
+                  "mean over the seeds and the worst returned - source-only.")
 flags.DEFINE_enum("verdict_reads", trust.VERDICT_READS, ["best", "returned"], "The "
                   "adapted model the verdict reads: the best-estimated one, or the returned "
                   "one where an adapted model is returned (trust.verdict).")
@@ -122,6 +126,29 @@ def verdict(candidates, targets, margin, spread, chosen, reads):
   return trust.verdict(rows, chosen, margin, spread=spread, reads=reads)
 
 
+def by_target(records):
+  """The --by_target table's lines from (cell path under the suite, source-only, returned,
+  last run) accuracies: 'source-only / returned / last run (worst returned - source-only)',
+  means over each (target, task)'s seeds, in %."""
+  groups = {}
+  for name, so, chosen, last in records:
+    parts = name.split(os.sep)
+    target, task = parts[0], parts[1] if len(parts) > 2 else ""
+    groups.setdefault(target, {}).setdefault(task, []).append((so, chosen, last))
+  tasks = sorted({t for g in groups.values() for t in g})
+  lines = ["| target | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+  for target in sorted(groups):
+    cells = []
+    for task in tasks:
+      rows = np.array(groups[target].get(task, []))
+      cells.append("-" if not len(rows) else
+                   f"{100 * rows[:, 0].mean():.1f} / {100 * rows[:, 1].mean():.1f} / "
+                   f"{100 * rows[:, 2].mean():.1f} ({100 * (rows[:, 1] - rows[:, 0]).min():+.1f}"
+                   f", {len(rows)})")
+    lines.append(f"| {target} | " + " | ".join(cells) + " |")
+  return lines
+
+
 def main(argv):
   del argv
   if not FLAGS.suite:
@@ -138,7 +165,7 @@ def main(argv):
         "rule | rule - source-only | verdict (true gain) | estimates (est/true) |")
   print("|---|---|---|---|---|---|---|---|---|---|---|")
   errors, worst, gains, oracle_gains, tv_errors, mlls_tv = [], [], [], [], [], []
-  gain_errors, verdicts, last_gains, covered = [], [], [], []
+  gain_errors, verdicts, last_gains, covered, records = [], [], [], [], []
   for cell in cells:
     name = os.path.relpath(cell, FLAGS.suite)
     rows = cell_rows(cell, FLAGS.estimator, FLAGS.adapted)
@@ -167,6 +194,7 @@ def main(argv):
     oracle_gains.append(oracle[2] - so[2])
     tv_errors.append(facts["prior_tv_error"])
     mlls_tv.append(facts["mlls_prior_tv_error"])
+    records.append((name, so[2], chosen[2], last[2]))
     print(f"| {name} | {facts['true_tv']:.3f} | {facts['prior_tv_error']:.3f} | "
           f"{100 * facts['spread']:.1f} | "
           f"{100 * so[2]:.2f} | {100 * last[2]:.2f} | {100 * oracle[2]:.2f} ({oracle[0]}) | "
@@ -200,6 +228,10 @@ def main(argv):
         f"MLLS: {np.median(mlls_tv):.3f}); "
         f"rule - source-only worst {100 * min(worst):+.2f}, sum {100 * sum(gains):+.2f} "
         f"against the oracle's {100 * sum(oracle_gains):+.2f} ({100 * kept:.0f}% kept)")
+  if FLAGS.by_target:
+    print("\nAccuracy (%): source-only / returned / last run (the worst returned - "
+          "source-only, seeds), the mean over the seeds:\n")
+    print("\n".join(by_target(records)))
   return 0
 
 
