@@ -223,6 +223,7 @@ def test_trust_table_rescores_saved_outputs(tmp_path):
   # returned model source-only, the last run 80 and 55)
   res = subprocess.run(tool + ["--by_target"], cwd=REPO, capture_output=True, text=True,
                        timeout=120)
+  assert res.returncode == 0, res.stderr[-1000:]
   assert res.stdout.rstrip().endswith("| a | 65.0 / 65.0 / 67.5 (+0.0, 2) |")
   # the estimates (the library's, leave-one-out): each candidate's agreement with the others'
   # mean prediction
@@ -262,14 +263,22 @@ def test_trust_table_rescores_saved_outputs(tmp_path):
 def test_trust_table_by_target_groups_targets_and_tasks():
   # (in a child process: trust_table's flags would clash with summarize's, imported above)
   code = ("import os, json; from tools.experiments.trust_table import by_target; "
-          "j = os.path.join; print(json.dumps(by_target(["
+          "j = os.path.join; print(json.dumps([by_target(["
           "(j('lt', 'm2u', 'biwaa_i', 'seed1'), 0.70, 0.80, 0.75), "
           "(j('lt', 'm2u', 'biwaa_i', 'seed2'), 0.60, 0.60, 0.50), "
-          "(j('none', 'u2m', 'biwaa_i', 'seed1'), 0.50, 0.90, 0.90)])))")
+          "(j('none', 'u2m', 'biwaa_i', 'seed1'), 0.50, 0.90, 0.90)]), "
+          "by_target([(j('x', 'lt', 'm2u', 'biwaa_i', 'seed1'), 0.5, 0.6, 0.7), "
+          "(j('x', 'lt', 'm2u', 'dann', 'seed1'), 0.5, 0.4, 0.4)]), "
+          "by_target([(j('lt', 'seed1'), 0.5, 0.6, 0.7)])]))")
   res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                        timeout=120)
   assert res.returncode == 0, res.stderr[-1000:]
-  assert json.loads(res.stdout) == [
+  suite, variants, flat = json.loads(res.stdout)
+  assert suite == [
       "| target | m2u | u2m |", "|---|---|---|",
       "| lt | 65.0 / 70.0 / 62.5 (+0.0, 2) | - |",
       "| none | - | 50.0 / 90.0 / 90.0 (+40.0, 1) |"]
+  # a suite one level up: the target and task are read from the end; two variants apart
+  assert variants == ["| target | m2u/biwaa_i | m2u/dann |", "|---|---|---|",
+                      "| lt | 50.0 / 60.0 / 70.0 (+10.0, 1) | 50.0 / 40.0 / 40.0 (-10.0, 1) |"]
+  assert flat == ["| target | (all) |", "|---|---|", "| lt | 50.0 / 60.0 / 70.0 (+10.0, 1) |"]

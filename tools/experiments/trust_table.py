@@ -49,9 +49,10 @@ flags.DEFINE_enum("estimator", "loo" if trust.LEAVE_ONE_OUT else "agree",
                   "with the other candidates' mean prediction; trust.agreement_accuracies: "
                   "the library's).")
 flags.DEFINE_bool("by_target", False, "After the cells, one table of the returned model "
-                  "against source-only and the last run: a row per target (the cell's first "
-                  "path component under --suite), a column per task (its second), each the "
-                  "mean over the seeds and the worst returned - source-only.")
+                  "against source-only and the last run: a row per target, a column per task "
+                  "(cells laid out as run_suite's <target>/<task>/<variant>/seed<s> under "
+                  "--suite), each the mean accuracy over the cells, the worst returned - "
+                  "source-only (points) and the number of cells.")
 flags.DEFINE_enum("verdict_reads", trust.VERDICT_READS, ["best", "returned"], "The "
                   "adapted model the verdict reads: the best-estimated one, or the returned "
                   "one where an adapted model is returned (trust.verdict).")
@@ -128,19 +129,30 @@ def verdict(candidates, targets, margin, spread, chosen, reads):
 
 def by_target(records):
   """The --by_target table's lines from (cell path under the suite, source-only, returned,
-  last run) accuracies: 'source-only / returned / last run (worst returned - source-only)',
-  means over each (target, task)'s seeds, in %."""
-  groups = {}
+  last run) accuracies: 'source-only / returned / last run (worst returned - source-only,
+  cells)', the means over each (target, task)'s cells, in %. A cell path is read as
+  run_suite lays it out, <target>/<task>/<variant>/seed<s> (the variant joins the task's
+  column name where the records hold more than one), or as <target>/<task>/<cell>, or as
+  <target>/<cell> (one column, "(all)")."""
+  keyed = []
   for name, so, chosen, last in records:
-    parts = name.split(os.sep)
-    target, task = parts[0], parts[1] if len(parts) > 2 else ""
-    groups.setdefault(target, {}).setdefault(task, []).append((so, chosen, last))
-  tasks = sorted({t for g in groups.values() for t in g})
-  lines = ["| target | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
-  for target in sorted(groups):
+    parts = os.path.normpath(name).split(os.sep)
+    if len(parts) >= 4:
+      target, column = parts[-4], (parts[-3], parts[-2])
+    elif len(parts) == 3:
+      target, column = parts[0], (parts[1], "")
+    else:
+      target, column = parts[0], ("(all)", "")
+    keyed.append((target, column, (so, chosen, last)))
+  several = len({c[1] for _, c, _ in keyed}) > 1
+  label = lambda c: f"{c[0]}/{c[1]}" if several else c[0]  # noqa: E731
+  columns = sorted({c for _, c, _ in keyed})
+  lines = ["| target | " + " | ".join(label(c) for c in columns) + " |",
+           "|---|" + "---|" * len(columns)]
+  for target in sorted({t for t, _, _ in keyed}):
     cells = []
-    for task in tasks:
-      rows = np.array(groups[target].get(task, []))
+    for column in columns:
+      rows = np.array([r for t, c, r in keyed if t == target and c == column])
       cells.append("-" if not len(rows) else
                    f"{100 * rows[:, 0].mean():.1f} / {100 * rows[:, 1].mean():.1f} / "
                    f"{100 * rows[:, 2].mean():.1f} ({100 * (rows[:, 1] - rows[:, 0]).min():+.1f}"
@@ -229,8 +241,8 @@ def main(argv):
         f"rule - source-only worst {100 * min(worst):+.2f}, sum {100 * sum(gains):+.2f} "
         f"against the oracle's {100 * sum(oracle_gains):+.2f} ({100 * kept:.0f}% kept)")
   if FLAGS.by_target:
-    print("\nAccuracy (%): source-only / returned / last run (the worst returned - "
-          "source-only, seeds), the mean over the seeds:\n")
+    print("\nAccuracy (%): source-only / returned / last run, the mean over the cells (the "
+          "worst returned - source-only in points, the number of cells):\n")
     print("\n".join(by_target(records)))
   return 0
 
