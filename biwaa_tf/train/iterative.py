@@ -229,7 +229,7 @@ def _train_runs(cfg, strategy, domains, chief, callbacks=None):
   # (a resumed training whose returned model changed, as under a newer rule, re-exports:
   # the export holds the model the previous results.json returned)
   results_path = layout.path(cfg.model_dir, layout.RESULTS)
-  before = layout.read_results(cfg.model_dir) if os.path.exists(results_path) else {}
+  before = layout.read_results(cfg.model_dir) if layout.is_done(cfg.model_dir) else {}
   changed = ((before.get("returned") or {}).get("model")
              != (summary.get("returned") or {}).get("model"))
   if trained or changed or not os.path.exists(export_dir):
